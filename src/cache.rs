@@ -1,0 +1,227 @@
+//! The cache: sled behind one small type, holding no domain logic. Three trees, each keyed by
+//! account reference:
+//! - `confirmed`: the values the API last confirmed (2xx), what the diff compares against;
+//! - `rejected`: a row the API rejected permanently, so an unchanged row is not resent;
+//! - `outbox`: a row that failed transiently, retried on the next run even if the next
+//!   export no longer has it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use crate::diff::apply;
+use crate::model::{Change, Fields, Problem};
+
+/// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
+/// misreading it.
+const SCHEMA: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(
+        "the cache {path} is in use by another accountsync process; wait for that run to finish (or stop it) and try again"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the cache {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the cache {path} has schema version {found}, this accountsync reads version {SCHEMA}; use the accountsync that wrote it, or move the cache aside"
+    )]
+    Schema { path: PathBuf, found: String },
+    #[error("cache storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("cache entry for account {reference:?} cannot be decoded: {source}")]
+    Decode {
+        reference: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A permanent rejection remembered with the row that caused it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub fields: Fields,
+    pub problems: Vec<Problem>,
+}
+
+/// A record that is not confirmed yet and must be tried again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub fields: Fields,
+    pub file: String,
+    pub line: u64,
+    /// The run that last tried it: a run replays only entries of earlier runs.
+    pub run_id: String,
+    pub problem: Problem,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    db: sled::Db,
+    confirmed: sled::Tree,
+    rejected: sled::Tree,
+    outbox: sled::Tree,
+}
+
+impl Cache {
+    pub fn open(path: &Path) -> Result<Cache, CacheError> {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .open();
+        let db = match opened {
+            Ok(db) => db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(CacheError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(CacheError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        match db.get("schema")? {
+            None => {
+                db.insert("schema", SCHEMA)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA.as_bytes() => {}
+            Some(v) => {
+                return Err(CacheError::Schema {
+                    path: path.to_path_buf(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                });
+            }
+        }
+        Ok(Cache {
+            confirmed: db.open_tree("confirmed")?,
+            rejected: db.open_tree("rejected")?,
+            outbox: db.open_tree("outbox")?,
+            db,
+        })
+    }
+
+    pub fn confirmed(&self, reference: &str) -> Result<Fields, CacheError> {
+        Ok(get(&self.confirmed, reference)?.unwrap_or_default())
+    }
+
+    pub fn rejection(&self, reference: &str) -> Result<Option<Rejection>, CacheError> {
+        get(&self.rejected, reference)
+    }
+
+    pub fn pending(&self, reference: &str) -> Result<Option<Pending>, CacheError> {
+        get(&self.outbox, reference)
+    }
+
+    /// Records a 2xx: the confirmed values absorb `changes` and any older rejection or
+    /// retry of the account is dropped, in one transaction.
+    pub fn confirm(&self, reference: &str, changes: &[Change]) -> Result<(), CacheError> {
+        let key = reference.as_bytes();
+        let result = (&self.confirmed, &self.rejected, &self.outbox).transaction(
+            |(confirmed, rejected, outbox)| {
+                let current: Fields = match confirmed.get(key)? {
+                    Some(bytes) => serde_json::from_slice(&bytes)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    None => Fields::new(),
+                };
+                let next = serde_json::to_vec(&apply(&current, changes))
+                    .map_err(ConflictableTransactionError::Abort)?;
+                confirmed.insert(key, next)?;
+                rejected.remove(key)?;
+                outbox.remove(key)?;
+                Ok(())
+            },
+        );
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(source) => CacheError::Decode {
+                reference: reference.to_owned(),
+                source,
+            },
+            sled::transaction::TransactionError::Storage(e) => CacheError::Storage(e),
+        })
+    }
+
+    /// Records a permanent rejection (400/403/404/409).
+    pub fn reject(&self, reference: &str, rejection: &Rejection) -> Result<(), CacheError> {
+        put(&self.rejected, reference, rejection)?;
+        self.outbox.remove(reference)?;
+        Ok(())
+    }
+
+    /// Keeps a record that failed transiently for the next run.
+    pub fn keep_pending(&self, reference: &str, pending: &Pending) -> Result<(), CacheError> {
+        put(&self.outbox, reference, pending)
+    }
+
+    /// Forgets what a newer row made stale.
+    pub fn forget(
+        &self,
+        reference: &str,
+        pending: bool,
+        rejection: bool,
+    ) -> Result<(), CacheError> {
+        if pending {
+            self.outbox.remove(reference)?;
+        }
+        if rejection {
+            self.rejected.remove(reference)?;
+        }
+        Ok(())
+    }
+
+    /// Outbox entries left by earlier runs (not `run_id`), in reference order.
+    pub fn pending_before(
+        &self,
+        run_id: &str,
+    ) -> impl Iterator<Item = Result<(String, Pending), CacheError>> + '_ {
+        let run_id = run_id.to_owned();
+        self.outbox
+            .iter()
+            .map(|kv| -> Result<(String, Pending), CacheError> {
+                let (k, v) = kv?;
+                let reference = String::from_utf8_lossy(&k).into_owned();
+                let pending = serde_json::from_slice(&v).map_err(|source| CacheError::Decode {
+                    reference: reference.clone(),
+                    source,
+                })?;
+                Ok((reference, pending))
+            })
+            .filter(move |r| !matches!(r, Ok((_, p)) if p.run_id == run_id))
+    }
+
+    /// Forces everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), CacheError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn get<T: for<'de> Deserialize<'de>>(
+    tree: &sled::Tree,
+    reference: &str,
+) -> Result<Option<T>, CacheError> {
+    match tree.get(reference)? {
+        None => Ok(None),
+        Some(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| CacheError::Decode {
+                    reference: reference.to_owned(),
+                    source,
+                })
+        }
+    }
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, reference: &str, value: &T) -> Result<(), CacheError> {
+    let bytes = serde_json::to_vec(value).map_err(|source| CacheError::Decode {
+        reference: reference.to_owned(),
+        source,
+    })?;
+    tree.insert(reference, bytes)?;
+    Ok(())
+}

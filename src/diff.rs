@@ -1,0 +1,78 @@
+//! Diff: a record's normalized values against the last values the API confirmed -> the
+//! PATCH to send, or nothing (CONTRACT §4). **No IO here**: the cache lookup happens in the
+//! pipeline and its result is passed in.
+
+use serde_json::{Map, Value as Json};
+
+use crate::model::{ADDRESS_PREFIX, CUSTOM_PREFIX, Change, Fields, Patch};
+
+/// Builds the patch for `row` given what the API last confirmed for the account.
+///
+/// Empty cells are absent from `row`, so they never produce a change: the contract reads an
+/// empty cell as "no change", not "clear the field".
+pub fn diff(row: &Fields, confirmed: &Fields, address_types: &[String]) -> Option<Patch> {
+    let changes: Vec<Change> = row
+        .iter()
+        .filter(|(path, new)| confirmed.get(*path) != Some(*new))
+        .map(|(path, new)| Change {
+            field: path.clone(),
+            old: confirmed.get(path).cloned(),
+            new: new.clone(),
+        })
+        .collect();
+    if changes.is_empty() {
+        return None;
+    }
+
+    let mut body = Map::new();
+    let mut custom = Map::new();
+    let mut addresses_changed = false;
+    for change in &changes {
+        if change.field.starts_with(ADDRESS_PREFIX) {
+            addresses_changed = true;
+        } else if let Some(name) = change.field.strip_prefix(CUSTOM_PREFIX) {
+            custom.insert(name.to_owned(), (&change.new).into());
+        } else {
+            body.insert(change.field.clone(), (&change.new).into());
+        }
+    }
+    if !custom.is_empty() {
+        body.insert("customparameters".into(), Json::Object(custom));
+    }
+    if addresses_changed {
+        // The API replaces an address by type, so each object must be complete: the last
+        // confirmed address of that type overlaid with this row's non-empty cells.
+        let merged = apply(confirmed, &changes);
+        let array: Vec<Json> = address_types
+            .iter()
+            .filter_map(|kind| address_object(&merged, kind))
+            .collect();
+        body.insert("addresses".into(), Json::Array(array));
+    }
+    Some(Patch { changes, body })
+}
+
+/// The confirmed values after the API accepted `changes`: what the cache stores.
+pub fn apply(confirmed: &Fields, changes: &[Change]) -> Fields {
+    let mut out = confirmed.clone();
+    for c in changes {
+        out.insert(c.field.clone(), c.new.clone());
+    }
+    out
+}
+
+fn address_object(fields: &Fields, kind: &str) -> Option<Json> {
+    let prefix = format!("{ADDRESS_PREFIX}{kind}.");
+    let mut obj = Map::new();
+    for (path, value) in fields.range(prefix.clone()..) {
+        let Some(name) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        obj.insert(name.to_owned(), value.into());
+    }
+    if obj.is_empty() {
+        return None;
+    }
+    obj.insert("addresstype".into(), Json::String(kind.to_owned()));
+    Some(Json::Object(obj))
+}

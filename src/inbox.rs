@@ -1,0 +1,90 @@
+//! The inbox of `run` without files: list the exports waiting in `[input].dir`, and move each
+//! fully processed one to `[input].archive_dir`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("cannot list the inbox {dir} ([input].dir): {source}")]
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot archive {file} to {dir} ([input].archive_dir): {source}")]
+    Archive {
+        file: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Regular files in `dir` whose name matches `pattern`, in name order.
+pub fn list(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, InboxError> {
+    let err = |source| InboxError::List {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if entry.file_type().map_err(err)?.is_file() && matches(pattern, name) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Moves `file` into `dir`, keeping its name; an existing file of that name is not
+/// overwritten (a suffix is added), since an archive that loses exports is no archive.
+pub fn archive(file: &Path, dir: &Path) -> Result<PathBuf, InboxError> {
+    let err = |source| InboxError::Archive {
+        file: file.to_path_buf(),
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = file
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut target = dir.join(&name);
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = dir.join(format!("{name}.{n}"));
+    }
+    if std::fs::rename(file, &target).is_err() {
+        // Another file system: copy, then remove.
+        std::fs::copy(file, &target).map_err(err)?;
+        std::fs::remove_file(file).map_err(err)?;
+    }
+    Ok(target)
+}
+
+/// Shell-style wildcard match: `*` any run of characters, `?` one character.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}

@@ -1,0 +1,15 @@
+//! accountsync: CRM export -> normalized accounts -> diff against the last confirmed state ->
+//! rate-limited PATCH requests -> cache and report. See ARCHITECTURE.md for the map.
+
+pub mod cache;
+pub mod config;
+pub mod diff;
+pub mod inbox;
+pub mod map;
+pub mod model;
+pub mod pipeline;
+pub mod read;
+pub mod record;
+pub mod report;
+pub mod send;
+pub mod validate;

@@ -1,0 +1,160 @@
+//! The data that flows between stages. Kept free of IO and of any stage's logic so every
+//! stage can be tested with plain values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A normalized API value. Only two JSON types ever leave the CSV: strings and the two
+/// boolean fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Text(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&Value> for serde_json::Value {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Text(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+/// Normalized values of one account keyed by their report path: `email`,
+/// `addresses.home.street`, `customparameters.loyaltytier`. One flat map makes the diff a
+/// plain map comparison and gives `changes.csv` its `field` column for free.
+pub type Fields = BTreeMap<String, Value>;
+
+pub const ADDRESS_PREFIX: &str = "addresses.";
+pub const CUSTOM_PREFIX: &str = "customparameters.";
+
+/// Where a record starts: the file as the operator named it and the 1-based physical line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub file: Arc<str>,
+    pub line: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// The report categories of CONTRACT §6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Invalid,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotConfigured,
+    Duplicate,
+    Malformed,
+    Failed,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Invalid => "invalid",
+            Category::Conflict => "conflict",
+            Category::Forbidden => "forbidden",
+            Category::NotFound => "not_found",
+            Category::NotConfigured => "not_configured",
+            Category::Duplicate => "duplicate",
+            Category::Malformed => "malformed",
+            Category::Failed => "failed",
+        }
+    }
+}
+
+/// One message about one record: a row of `errors.csv`. Row problems are data, never `Err`:
+/// a bad row must not abort a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub category: Category,
+    pub http_status: Option<u16>,
+    /// API field path (same naming as [`Fields`]) or empty when the message names none.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem found by the local rules: nothing was sent, so no status.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            category: Category::Invalid,
+            http_status: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn malformed(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            category: Category::Malformed,
+            ..Problem::invalid(field, message)
+        }
+    }
+}
+
+/// One field the API is (or would be) asked to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub field: String,
+    pub old: Option<Value>,
+    pub new: Value,
+}
+
+/// What to send for one account: the body and the field-level changes it carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Patch {
+    pub changes: Vec<Change>,
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The account fields the API takes at top level (besides `addresses` and
+/// `customparameters`), as named in the seed page.
+pub const API_FIELDS: &[&str] = &[
+    "status",
+    "verified",
+    "email",
+    "clientuserid",
+    "salutation",
+    "firstname",
+    "lastname",
+    "phonenumber",
+    "mobilenumber",
+    "dateofbirth",
+    "gender",
+    "marketingallowed",
+];
+
+/// The fields of one `addresses` object besides its `addresstype`.
+pub const ADDRESS_FIELDS: &[&str] = &[
+    "housename",
+    "housenumber",
+    "street",
+    "towncity",
+    "district",
+    "state",
+    "county",
+    "postcode",
+    "country",
+];

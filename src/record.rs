@@ -1,0 +1,130 @@
+//! Record: the last stage, and the only place that writes the cache. It sees every row's
+//! outcome exactly once, so it also keeps the bucket counts the summary adds up.
+
+use crate::cache::{Cache, CacheError, Pending, Rejection};
+use crate::model::{Fields, Patch, Position, Problem};
+use crate::report::{Counts, Report, ReportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// Where a record came from: a file of this run (by index) or an earlier run's outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File(usize),
+    Earlier,
+}
+
+/// Cache entries a newer row makes obsolete, found while deciding the row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stale {
+    pub pending: bool,
+    pub rejection: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Unchanged,
+    /// Confirmed by the API (a dry run: would be sent).
+    Updated(Patch),
+    /// `remember` holds the row when the API rejected it permanently, so that an unchanged
+    /// row is not sent again; local and remembered rejections carry `None`.
+    Rejected {
+        problems: Vec<Problem>,
+        remember: Option<Fields>,
+    },
+    /// Not confirmed; `fields` is kept in the outbox for the next run.
+    Failed {
+        problem: Problem,
+        fields: Fields,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub origin: Origin,
+    pub pos: Position,
+    pub reference: String,
+    pub verdict: Verdict,
+    pub stale: Stale,
+}
+
+pub struct Recorder {
+    cache: Cache,
+    dry_run: bool,
+    report: Report,
+    pub files: Vec<Counts>,
+    pub earlier: Counts,
+}
+
+impl Recorder {
+    pub fn new(cache: Cache, report: Report, dry_run: bool, files: usize) -> Recorder {
+        Recorder {
+            cache,
+            dry_run,
+            report,
+            files: vec![Counts::default(); files],
+            earlier: Counts::default(),
+        }
+    }
+
+    pub fn record(&mut self, o: Outcome) -> Result<(), RecordError> {
+        let counts = match o.origin {
+            Origin::File(i) => &mut self.files[i],
+            Origin::Earlier => &mut self.earlier,
+        };
+        counts.rows_read += 1;
+        let write = !self.dry_run;
+        let r = o.reference.as_str();
+        if write && (o.stale.pending || o.stale.rejection) {
+            self.cache.forget(r, o.stale.pending, o.stale.rejection)?;
+        }
+        match o.verdict {
+            Verdict::Unchanged => counts.unchanged += 1,
+            Verdict::Updated(patch) => {
+                counts.updated += 1;
+                if write {
+                    self.cache.confirm(r, &patch.changes)?;
+                }
+                for c in &patch.changes {
+                    self.report.change(&o.pos, r, c)?;
+                }
+                tracing::debug!(reference = r, fields = patch.changes.len(), "Updated.");
+            }
+            Verdict::Rejected { problems, remember } => {
+                counts.rejected += 1;
+                for p in &problems {
+                    self.report.problem(&o.pos, r, p)?;
+                }
+                if write && let Some(fields) = remember {
+                    self.cache.reject(r, &Rejection { fields, problems })?;
+                }
+            }
+            Verdict::Failed { problem, fields } => {
+                counts.failed += 1;
+                self.report.problem(&o.pos, r, &problem)?;
+                tracing::debug!(reference = r, status = ?problem.http_status, "Failed; kept for the next run.");
+                if write {
+                    let pending = Pending {
+                        fields,
+                        file: o.pos.file.to_string(),
+                        line: o.pos.line,
+                        run_id: self.report.run_id().to_owned(),
+                        problem,
+                    };
+                    self.cache.keep_pending(r, &pending)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn into_report(self) -> (Report, Vec<Counts>, Counts) {
+        (self.report, self.files, self.earlier)
+    }
+}

@@ -1,0 +1,238 @@
+//! Report: one folder per run with `summary.json`, `errors.csv` and `changes.csv`
+//! (CONTRACT §6). Files hold personal data, so they are created 0600 in 0700 folders, and
+//! rows are written as they come so a huge run never holds its report in memory.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{Change, Position, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create report folder {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write report file {path}: {source}")]
+    Write { path: PathBuf, source: csv::Error },
+    #[error("cannot write {path}: {source}")]
+    Summary {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Rows of one bucket set. Every row read lands in exactly one of the four buckets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub rows_read: u64,
+    pub unchanged: u64,
+    pub updated: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.rows_read += other.rows_read;
+        self.unchanged += other.unchanged;
+        self.updated += other.updated;
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FileSummary {
+    pub path: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Whether every row of the file reached a bucket (false after a 401 stop).
+    pub complete: bool,
+    pub archived_to: Option<String>,
+}
+
+/// Records retried from earlier runs' outbox; they are not rows of this run's files, so
+/// they are counted apart (`rows_read` here is the number of records replayed).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub files: Vec<FileSummary>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub retried_from_earlier_runs: Counts,
+    pub requests_sent: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub elapsed_secs: f64,
+    pub requests_per_second: f64,
+    /// Why the run stopped early, when it did.
+    pub stopped: Option<String>,
+    pub exit_code: i32,
+}
+
+pub struct Report {
+    dir: PathBuf,
+    run_id: String,
+    errors: csv::Writer<File>,
+    changes: csv::Writer<File>,
+}
+
+impl Report {
+    /// Creates `{root}/{run_id}/` with the two CSV files and their headers. The run id sorts
+    /// by time; two runs in the same second get `-2`, `-3`... rather than sharing a folder.
+    pub fn create(root: &Path, started: DateTime<Utc>) -> Result<Report, ReportError> {
+        let create_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Create { path, source }
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(create_err(root))?;
+        let base = started.format("%Y%m%dT%H%M%SZ").to_string();
+        let mut n = 1;
+        let (run_id, dir) = loop {
+            let run_id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let dir = root.join(&run_id);
+            match DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break (run_id, dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(create_err(&dir)(e)),
+            }
+        };
+        let errors = csv_file(
+            &dir.join("errors.csv"),
+            &[
+                "file",
+                "line",
+                "accountreference",
+                "category",
+                "http_status",
+                "field",
+                "message",
+            ],
+        )?;
+        let changes = csv_file(
+            &dir.join("changes.csv"),
+            &["file", "line", "accountreference", "field", "old", "new"],
+        )?;
+        Ok(Report {
+            dir,
+            run_id,
+            errors,
+            changes,
+        })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn problem(
+        &mut self,
+        pos: &Position,
+        reference: &str,
+        p: &Problem,
+    ) -> Result<(), ReportError> {
+        let line = pos.line.to_string();
+        let status = p.http_status.map(|s| s.to_string()).unwrap_or_default();
+        let row = [
+            &*pos.file,
+            &line,
+            reference,
+            p.category.as_str(),
+            &status,
+            &p.field,
+            &p.message,
+        ];
+        self.errors
+            .write_record(row)
+            .map_err(|source| ReportError::Write {
+                path: self.dir.join("errors.csv"),
+                source,
+            })
+    }
+
+    pub fn change(
+        &mut self,
+        pos: &Position,
+        reference: &str,
+        c: &Change,
+    ) -> Result<(), ReportError> {
+        let line = pos.line.to_string();
+        let old = c.old.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let new = c.new.to_string();
+        let row = [&*pos.file, &line, reference, &c.field, &old, &new];
+        self.changes
+            .write_record(row)
+            .map_err(|source| ReportError::Write {
+                path: self.dir.join("changes.csv"),
+                source,
+            })
+    }
+
+    /// Flushes the CSV files and writes `summary.json` last, so its presence means the
+    /// report is complete.
+    pub fn finish(mut self, summary: &Summary) -> Result<PathBuf, ReportError> {
+        for (w, name) in [
+            (&mut self.errors, "errors.csv"),
+            (&mut self.changes, "changes.csv"),
+        ] {
+            w.flush().map_err(|e| ReportError::Write {
+                path: self.dir.join(name),
+                source: e.into(),
+            })?;
+        }
+        let path = self.dir.join("summary.json");
+        let summary_err = |source| ReportError::Summary {
+            path: path.clone(),
+            source,
+        };
+        let mut file = private_file(&path).map_err(summary_err)?;
+        let json = serde_json::to_vec_pretty(summary).map_err(|e| summary_err(e.into()))?;
+        file.write_all(&json).map_err(summary_err)?;
+        file.write_all(b"\n").map_err(summary_err)?;
+        Ok(self.dir)
+    }
+}
+
+fn private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn csv_file(path: &Path, header: &[&str]) -> Result<csv::Writer<File>, ReportError> {
+    let file = private_file(path).map_err(|source| ReportError::Create {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut w = csv::Writer::from_writer(file);
+    w.write_record(header)
+        .map_err(|source| ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(w)
+}

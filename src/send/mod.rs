@@ -1,0 +1,218 @@
+//! Send: patches -> HTTP, at most `max_in_flight` at once, every attempt through the
+//! [`Throttle`], transient failures retried with backoff. Returns a [`Delivery`] per job;
+//! it never touches the cache (the record stage does, after the API confirmed).
+
+pub mod client;
+pub mod retry;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Retry;
+use crate::model::{Category, Patch, Problem};
+use client::Client;
+use retry::Decision;
+use throttle::Throttle;
+
+/// The outcome of sending one patch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    Confirmed,
+    Rejected(Vec<Problem>),
+    /// Not confirmed; kept and tried again on the next run.
+    Failed(Problem),
+}
+
+/// Live counters, read by the progress line and the summary.
+#[derive(Debug, Default)]
+pub struct SendStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub unauthorized: AtomicBool,
+}
+
+pub struct Sender {
+    client: Client,
+    throttle: Throttle,
+    retry: Retry,
+    max_in_flight: usize,
+    /// Cancelled on 401 (and by a caller that wants to stop): no new request starts.
+    pub cancel: CancellationToken,
+    pub stats: Arc<SendStats>,
+}
+
+impl Sender {
+    pub fn new(client: Client, throttle: Throttle, retry: Retry, max_in_flight: usize) -> Sender {
+        Sender {
+            client,
+            throttle,
+            retry,
+            max_in_flight,
+            cancel: CancellationToken::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Delivers every job from `jobs` and hands `(job, delivery)` to `done`, in completion
+    /// order. Returns when `jobs` is closed and every delivery is handed over.
+    pub async fn run<J, T>(
+        self: Arc<Self>,
+        mut jobs: mpsc::Receiver<J>,
+        done: mpsc::Sender<T>,
+        wrap: fn(J, Delivery) -> T,
+    ) where
+        J: Outgoing + Send + 'static,
+        T: Send + 'static,
+    {
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tasks = JoinSet::new();
+        while let Some(job) = jobs.recv().await {
+            while tasks.try_join_next().is_some() {}
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let me = self.clone();
+            let done = done.clone();
+            tasks.spawn(async move {
+                let delivery = me.deliver(job.reference(), job.patch()).await;
+                drop(permit);
+                // The receiver outlives the sender stage; a send error means the run is
+                // being torn down and there is no one left to tell.
+                let _ = done.send(wrap(job, delivery)).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One record: attempts until a final answer or the attempt budget is spent.
+    pub async fn deliver(&self, reference: &str, patch: &Patch) -> Delivery {
+        let body = match serde_json::to_vec(&patch.body) {
+            Ok(b) => b,
+            Err(e) => return Delivery::Failed(failed(None, format!("cannot encode body: {e}"))),
+        };
+        let mut last = (None, String::new());
+        for attempt in 1..=self.retry.max_attempts {
+            if attempt > 1 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                let wait = retry::backoff(
+                    attempt - 1,
+                    self.retry.initial_backoff,
+                    self.retry.max_backoff,
+                    fastrand::f64(),
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.cancel.cancelled() => break,
+                }
+            }
+            tokio::select! {
+                () = self.throttle.acquire() => {}
+                () = self.cancel.cancelled() => break,
+            }
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let answer = self.client.patch(reference, body.clone()).await;
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let decision = match answer {
+                Ok(a) => {
+                    let after = a
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
+                    retry::classify(a.status, &a.body, after)
+                }
+                Err(e) => Decision::Retry {
+                    status: None,
+                    retry_after: None,
+                    detail: network_detail(&e),
+                },
+            };
+            match decision {
+                Decision::Success => return Delivery::Confirmed,
+                Decision::Reject(problems) => return Delivery::Rejected(problems),
+                Decision::Unauthorized => {
+                    self.stats.unauthorized.store(true, Ordering::Relaxed);
+                    self.cancel.cancel();
+                    return Delivery::Failed(failed(
+                        Some(401),
+                        "the API refused the token (HTTP 401); the run stopped".into(),
+                    ));
+                }
+                Decision::GiveUp { status, detail } => {
+                    return Delivery::Failed(failed(status, detail));
+                }
+                Decision::Retry {
+                    status,
+                    retry_after,
+                    detail,
+                } => {
+                    if status == Some(429) {
+                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(wait) = retry_after {
+                        self.throttle.pause_for(wait);
+                    }
+                    last = (status, detail);
+                }
+            }
+        }
+        let (status, detail) = last;
+        if self.cancel.is_cancelled() || detail.is_empty() {
+            return Delivery::Failed(failed(None, "not sent: the run was stopped".into()));
+        }
+        Delivery::Failed(failed(
+            status,
+            format!(
+                "gave up after {} attempts; last: {detail}",
+                self.retry.max_attempts
+            ),
+        ))
+    }
+}
+
+/// What the send stage needs of a job, so it stays ignorant of the pipeline's job type.
+pub trait Outgoing {
+    fn reference(&self) -> &str;
+    fn patch(&self) -> &Patch;
+}
+
+fn failed(status: Option<u16>, message: String) -> Problem {
+    Problem {
+        category: Category::Failed,
+        http_status: status,
+        field: String::new(),
+        message,
+    }
+}
+
+/// A network error in one line, without the URL (it is in the report's reference column).
+fn network_detail(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "network error"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut root = String::new();
+    while let Some(s) = source {
+        root = s.to_string();
+        source = s.source();
+    }
+    if root.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {root}")
+    }
+}
