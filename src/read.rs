@@ -2,6 +2,7 @@
 //! csv crate; cells stay bytes so UTF-8 is judged per cell by the map stage.
 
 use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
@@ -28,7 +29,7 @@ pub enum ReadError {
 /// One export file open for streaming; memory stays one record whatever the file size.
 pub struct Export {
     path: PathBuf,
-    reader: csv::Reader<File>,
+    reader: csv::Reader<CrlfToLf<File>>,
     header: Vec<String>,
     size: u64,
 }
@@ -45,7 +46,7 @@ impl Export {
             .delimiter(delimiter)
             .flexible(true) // ragged rows become `malformed` rows with a line, not errors
             .buffer_capacity(1 << 16)
-            .from_reader(file);
+            .from_reader(CrlfToLf::new(file));
         let raw = reader.byte_headers().map_err(|source| ReadError::Csv {
             path: path.to_path_buf(),
             line: 1,
@@ -101,4 +102,114 @@ impl Export {
 /// The 1-based physical line where `record` starts (the header is line 1).
 pub fn line_of(record: &ByteRecord) -> u64 {
     record.position().map_or(0, |p| p.line())
+}
+
+/// Turns CRLF into LF before the csv parser sees it. csv 1.4 counts a CRLF-terminated
+/// record's start one line early (the `\n` of the previous terminator is read as part of
+/// the next record), and `line` in the report must be the physical line. As a side effect,
+/// a CRLF inside a quoted cell reads as LF, so CRLF and LF exports of the same data diff
+/// as equal.
+pub struct CrlfToLf<R> {
+    inner: BufReader<R>,
+    pending_cr: bool,
+}
+
+impl<R: Read> CrlfToLf<R> {
+    pub fn new(inner: R) -> Self {
+        CrlfToLf {
+            inner: BufReader::with_capacity(1 << 16, inner),
+            pending_cr: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let buf = self.inner.fill_buf()?;
+        if buf.is_empty() {
+            // End of input: a final lone CR is data.
+            if std::mem::take(&mut self.pending_cr) {
+                out[0] = b'\r';
+                return Ok(1);
+            }
+            return Ok(0);
+        }
+        let mut written = 0;
+        let mut consumed = 0;
+        if self.pending_cr {
+            self.pending_cr = false;
+            if buf[0] != b'\n' {
+                out[0] = b'\r';
+                written = 1;
+            }
+        }
+        while consumed < buf.len() && written < out.len() {
+            let b = buf[consumed];
+            consumed += 1;
+            if b == b'\r' {
+                match buf.get(consumed) {
+                    Some(b'\n') => continue, // drop the CR of a CRLF
+                    Some(_) => {}
+                    None => {
+                        // The buffer ends on CR: decide when the next byte is known.
+                        self.pending_cr = true;
+                        continue;
+                    }
+                }
+            }
+            out[written] = b;
+            written += 1;
+        }
+        self.inner.consume(consumed);
+        if written == 0 {
+            // Only a trailing CR was consumed; 0 would mean end of file, so read on.
+            return self.read(out);
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn through(input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut r = CrlfToLf::new(input);
+        let mut out = Vec::new();
+        let mut buf = vec![0; chunk];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_stays() {
+        for chunk in [1, 2, 3, 64] {
+            assert_eq!(through(b"a,b\r\n1,2\r\n", chunk), b"a,b\n1,2\n");
+            assert_eq!(through(b"a\rb\r", chunk), b"a\rb\r");
+            assert_eq!(through(b"\r\r\n", chunk), b"\r\n");
+        }
+    }
+
+    #[test]
+    fn lines_are_physical_with_crlf_bom_and_multiline_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, b"\xef\xbb\xbfa,b\r\n1,\"x\r\ny\"\r\n3,4\r\n").unwrap();
+        let mut export = Export::open(&path, b',').unwrap();
+        assert_eq!(export.header(), ["a", "b"]);
+        let mut record = ByteRecord::new();
+        let mut lines = Vec::new();
+        while export.next_record(&mut record).unwrap() {
+            lines.push(line_of(&record));
+        }
+        assert_eq!(lines, [2, 4]);
+    }
 }
