@@ -225,3 +225,104 @@ fn put<T: Serialize>(tree: &sled::Tree, reference: &str, value: &T) -> Result<()
     tree.insert(reference, bytes)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Category, Value};
+
+    fn change(field: &str, new: &str) -> Change {
+        Change {
+            field: field.into(),
+            old: None,
+            new: Value::Text(new.into()),
+        }
+    }
+
+    fn pending(run_id: &str) -> Pending {
+        Pending {
+            fields: Fields::new(),
+            file: "a.csv".into(),
+            line: 2,
+            run_id: run_id.into(),
+            problem: Problem {
+                category: Category::Failed,
+                http_status: Some(500),
+                field: String::new(),
+                message: "internal server error".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn confirm_merges_and_clears_older_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        cache
+            .confirm(
+                "A",
+                &[change("email", "a@b.co"), change("firstname", "Ann")],
+            )
+            .unwrap();
+        cache.keep_pending("A", &pending("r1")).unwrap();
+        let rejection = Rejection {
+            fields: Fields::new(),
+            problems: vec![],
+        };
+        cache.reject("A", &rejection).unwrap();
+        assert_eq!(
+            cache.pending("A").unwrap(),
+            None,
+            "a rejection replaces a pending retry"
+        );
+        cache.confirm("A", &[change("email", "c@d.co")]).unwrap();
+        let confirmed = cache.confirmed("A").unwrap();
+        assert_eq!(confirmed["email"], Value::Text("c@d.co".into()));
+        assert_eq!(confirmed["firstname"], Value::Text("Ann".into()));
+        assert_eq!(cache.rejection("A").unwrap(), None);
+        assert_eq!(cache.confirmed("B").unwrap(), Fields::new());
+    }
+
+    #[test]
+    fn replays_only_earlier_runs_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        {
+            let cache = Cache::open(&path).unwrap();
+            cache.keep_pending("old", &pending("r1")).unwrap();
+            cache.keep_pending("new", &pending("r2")).unwrap();
+        }
+        let cache = Cache::open(&path).unwrap();
+        let refs: Vec<String> = cache.pending_before("r2").map(|r| r.unwrap().0).collect();
+        assert_eq!(refs, ["old"]);
+        cache.forget("old", true, false).unwrap();
+        assert_eq!(cache.pending_before("r2").count(), 0);
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_cache_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let _first = Cache::open(&path).unwrap();
+        // sled's lock is per process via flock on a new file handle, so a second open
+        // from this process conflicts the same way a second process does.
+        match Cache::open(&path) {
+            Err(CacheError::Locked { .. }) => {}
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("expected Locked, got a second handle"),
+        }
+    }
+
+    #[test]
+    fn a_cache_from_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        {
+            let db = sled::open(&path).unwrap();
+            db.insert("schema", "99").unwrap();
+            db.flush().unwrap();
+        }
+        let err = Cache::open(&path).err().unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

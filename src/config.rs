@@ -383,12 +383,28 @@ impl Checker<'_> {
         }
     }
 
+    /// Joins a relative path to the config's directory and folds `..` lexically, so logs
+    /// and reports show `/srv/x/reports`, not `/srv/x/config/../reports`.
     fn resolve(&self, p: PathBuf) -> PathBuf {
-        if p.is_absolute() {
+        use std::path::Component;
+        let joined = if p.is_absolute() {
             p
         } else {
             self.base.join(p)
+        };
+        let mut out = PathBuf::new();
+        for c in joined.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir
+                    if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+                {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
         }
+        out
     }
 
     fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -574,3 +590,7 @@ impl Checker<'_> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -76,3 +76,7 @@ fn address_object(fields: &Fields, kind: &str) -> Option<Json> {
     obj.insert("addresstype".into(), Json::String(kind.to_owned()));
     Some(Json::Object(obj))
 }
+
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;

@@ -88,3 +88,51 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     }
     p[pi..].iter().all(|&c| c == '*')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        for (p, n, m) in [
+            ("*.csv", "crm-2026-12-03.csv", true),
+            ("*.csv", "crm.csv.part", false),
+            ("crm-*.csv", "crm-1.csv", true),
+            ("crm-*.csv", "other-1.csv", false),
+            ("?.csv", "a.csv", true),
+            ("?.csv", "ab.csv", false),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ] {
+            assert_eq!(matches(p, n), m, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn lists_in_name_order_and_archives_without_overwriting() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.csv", "a.csv", "c.txt"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.csv")).unwrap();
+        let files = list(dir.path(), "*.csv").unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["a.csv", "b.csv"]);
+
+        let archive_dir = dir.path().join("archive");
+        std::fs::create_dir(&archive_dir).unwrap();
+        std::fs::write(archive_dir.join("a.csv"), "older").unwrap();
+        let moved = archive(&files[0], &archive_dir).unwrap();
+        assert_eq!(moved, archive_dir.join("a.csv.2"));
+        assert!(!files[0].exists());
+        assert_eq!(
+            std::fs::read_to_string(archive_dir.join("a.csv")).unwrap(),
+            "older"
+        );
+    }
+}

@@ -243,7 +243,11 @@ pub fn normalize(
         match kind {
             Kind::Text => Value::Text(s.to_owned()),
             Kind::Lower => Value::Text(s.to_lowercase()),
-            Kind::Phone => Value::Text(normalize_phone(s)),
+            Kind::Phone => match normalize_phone(s) {
+                // A cell of punctuation only (`-`, `( )`) says as much as an empty cell.
+                p if p.is_empty() => return Ok(None),
+                p => Value::Text(p),
+            },
             Kind::Bool => Value::Bool(parse_bool(s).ok_or_else(|| {
                 Problem::invalid(field, format!("{field} is not a valid boolean"))
             })?),
@@ -278,3 +282,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "map_tests.rs"]
+mod tests;

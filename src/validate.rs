@@ -100,3 +100,7 @@ pub fn email_ok(s: &str) -> bool {
     let dotted = domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
     dotted && email_address::EmailAddress::is_valid(s)
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -236,3 +236,7 @@ impl Decider<'_> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -127,8 +127,11 @@ fn split_text(text: &str) -> Vec<String> {
     pieces.push(&text[start..]);
     for piece in pieces {
         for line in piece.lines() {
+            // The seed page shows `\<br />`: a markdown escape that a copied body may keep.
             let m = line
                 .trim()
+                .trim_end_matches('\\')
+                .trim_end()
                 .trim_start_matches(['•', '\u{2022}'])
                 .trim_start_matches("β€’")
                 .trim_start_matches("&bull;")
@@ -197,3 +200,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+#[cfg(test)]
+#[path = "retry_tests.rs"]
+mod tests;

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Sleep this long before answering each API request (not before 401/429).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Keep no request entries (GET /_sandbox/requests answers `[]`), only the count: for
+    /// benchmarks, where a million logged bodies would take gigabytes.
+    #[arg(long)]
+    pub no_request_log: bool,
 }
 
 impl ServeArgs {
@@ -92,6 +96,7 @@ impl ServeArgs {
             latency: Duration::from_millis(self.latency_ms),
             fail_references: self.fail_references.clone(),
             fail_status: self.fail_status,
+            request_log: !self.no_request_log,
         })
     }
 }
@@ -122,6 +127,7 @@ mod tests {
         assert_eq!(settings.token, "t");
         assert_eq!(settings.fail_status, 500);
         assert_eq!(settings.error_format, ErrorFormat::Seed);
+        assert!(settings.request_log);
         Ok(())
     }
 
@@ -147,6 +153,7 @@ mod tests {
             "20",
             "--accounts",
             "acc.csv",
+            "--no-request-log",
         ])?
         else {
             anyhow::bail!("expected serve");
@@ -157,6 +164,7 @@ mod tests {
         assert_eq!(s.error_format, ErrorFormat::JsonErrorObjects);
         assert_eq!(s.fail_references, ["X", "Y"]);
         assert_eq!((s.fail_status, s.latency.as_millis()), (503, 20));
+        assert!(!s.request_log);
         assert_eq!(args.listen.port(), 18080);
         Ok(())
     }

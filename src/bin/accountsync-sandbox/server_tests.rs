@@ -27,6 +27,7 @@ fn settings() -> Settings {
         latency: Duration::ZERO,
         fail_references: Vec::new(),
         fail_status: 500,
+        request_log: true,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Settings {
     pub latency: Duration,
     pub fail_references: Vec<String>,
     pub fail_status: u16,
+    /// Keep every request in the log; `false` (`--no-request-log`) keeps only the count.
+    pub request_log: bool,
 }
 
 /// One request as the sandbox saw it, for tests to inspect.
@@ -71,6 +73,8 @@ pub struct Sandbox {
 struct Inner {
     store: Store,
     log: Vec<LogEntry>,
+    /// Requests arrived so far, logged or not.
+    arrived: u64,
     /// Arrival times within the last second, for the rolling rate limit.
     arrivals: VecDeque<Instant>,
     fail_references: HashSet<String>,
@@ -84,6 +88,7 @@ impl Sandbox {
         let inner = Inner {
             store,
             log: Vec::new(),
+            arrived: 0,
             arrivals: VecDeque::new(),
             fail_references: settings.fail_references.iter().cloned().collect(),
             fail_status: settings.fail_status,
@@ -110,7 +115,9 @@ impl Sandbox {
             })
     }
 
-    /// Logs an arriving request (status 0 until answered) and returns its index.
+    /// Counts an arriving request and logs it (status 0 until answered); returns its index
+    /// for [`Sandbox::finish`]. Without the request log nothing is kept and the index points
+    /// nowhere.
     pub fn arrive(
         &self,
         method: &str,
@@ -120,7 +127,11 @@ impl Sandbox {
     ) -> usize {
         let received_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let mut inner = self.lock();
-        let seq = inner.log.len() as u64 + 1;
+        inner.arrived += 1;
+        if !self.settings.request_log {
+            return usize::MAX;
+        }
+        let seq = inner.arrived;
         inner.log.push(LogEntry {
             seq,
             method: method.to_string(),
@@ -216,8 +227,9 @@ impl Sandbox {
         json!(self.lock().log)
     }
 
+    /// Requests arrived so far, whether or not they are kept in the log.
     pub fn request_count(&self) -> usize {
-        self.lock().log.len()
+        usize::try_from(self.lock().arrived).unwrap_or(usize::MAX)
     }
 
     pub fn accounts_json(&self) -> Value {
@@ -239,6 +251,7 @@ mod tests {
             latency: Duration::ZERO,
             fail_references: fail.iter().map(|s| s.to_string()).collect(),
             fail_status: 503,
+            request_log: true,
         };
         Ok(Sandbox::new(settings, Store::from_csv(csv.as_bytes())?))
     }
@@ -299,6 +312,26 @@ mod tests {
     fn rate_limit_counts_every_arrival() -> Result<(), crate::store::LoadError> {
         let sb = sandbox(&[])?;
         assert_eq!([sb.admit(), sb.admit(), sb.admit()], [true, true, false]);
+        Ok(())
+    }
+
+    #[test]
+    fn without_the_request_log_only_the_count_is_kept() -> Result<(), crate::store::LoadError> {
+        let mut sb = sandbox(&[])?;
+        sb.settings.request_log = false;
+        for _ in 0..3 {
+            let index = sb.arrive("PATCH", "/rest/api/accounts/A", Some("A".into()), json!({}));
+            sb.finish(index, 200);
+        }
+        assert_eq!(sb.request_count(), 3);
+        assert_eq!(sb.requests_json(), json!([]));
+
+        let logged = sandbox(&[])?;
+        let index = logged.arrive("PATCH", "/x", None, json!({"a": 1}));
+        logged.finish(index, 404);
+        assert_eq!(logged.request_count(), 1);
+        assert_eq!(logged.requests_json()[0]["seq"], json!(1));
+        assert_eq!(logged.requests_json()[0]["status"], json!(404));
         Ok(())
     }
 

@@ -1,0 +1,146 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[api]
+base_url = "https://accounts.example.com/rest/api/"
+[columns]
+accountreference = "Account Reference"
+email = "Email"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/accountsync/accountsync.toml"))
+}
+
+#[track_caller]
+fn refused(text: &str, needles: &[&str]) {
+    let msg = parse(text).unwrap_err().to_string();
+    for n in needles {
+        assert!(msg.contains(n), "{n:?} not in: {msg}");
+    }
+}
+
+/// Every example config shipped in `config/` parses (rustic's habit).
+#[test]
+fn shipped_configs_parse() {
+    for name in ["demo.toml", "accountsync.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name);
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!config.columns.fields.is_empty(), "{name} maps fields");
+    }
+}
+
+#[test]
+fn defaults_and_relative_paths() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.api.base_url, "https://accounts.example.com/rest/api");
+    assert_eq!(c.rate.requests_per_second, 10.0);
+    assert_eq!(c.rate.burst.get(), 10);
+    assert_eq!(c.rate.max_in_flight, 8);
+    assert_eq!(c.retry.max_attempts, 5);
+    assert_eq!(c.input.delimiter, b',');
+    assert_eq!(c.input.date_formats, ["%Y-%m-%d"]);
+    assert_eq!(c.cache_path, Path::new("/etc/accountsync/state/cache"));
+    assert_eq!(c.report_dir, Path::new("/etc/accountsync/reports"));
+    assert_eq!(c.input.dir, Path::new("/etc/accountsync/inbox"));
+    assert!(matches!(&c.api.token, TokenSource::Env(v) if v == "ACCOUNTSYNC_TOKEN"));
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.cron, "0 0 2 * * *");
+    let c = parse(&format!(
+        "{MINIMAL}\n[cache]\npath = \"../../var/lib/./cache\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.cache_path, Path::new("/var/lib/cache"));
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_file() {
+    refused(
+        &format!("{MINIMAL}\n[rate]\nrequests_per_secnd = 5\n"),
+        &["accountsync.toml", "requests_per_secnd"],
+    );
+    refused(&format!("[bogus]\nx = 1\n{MINIMAL}"), &["bogus"]);
+    refused(
+        &MINIMAL.replace("email = ", "e_mail = "),
+        &["[columns.e_mail]", "unknown API field"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[columns.addresses.home]\nstreeet = \"Street\"\n"),
+        &["columns.addresses.home.streeet"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[validation.max_length]\nsurname = 5\n"),
+        &["surname"],
+    );
+}
+
+#[test]
+fn bad_values_are_explained() {
+    refused(&MINIMAL.replace("https://", "ftp://"), &["[api.base_url]"]);
+    refused(
+        &MINIMAL.replace("accountreference = \"Account Reference\"\n", ""),
+        &["[columns.accountreference]"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[rate]\nrequests_per_second = 0\n"),
+        &["[rate.requests_per_second]"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[rate]\nburst = 0\n"),
+        &["[rate.burst]"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[input]\ndelimiter = \";;\"\n"),
+        &["[input.delimiter]"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[input]\ndate_formats = [\"%Q\"]\n"),
+        &["[input.date_formats]"],
+    );
+    refused(
+        &format!("{MINIMAL}\n[retry]\nmax_attempts = 0\n"),
+        &["[retry.max_attempts]"],
+    );
+    let both = MINIMAL.replace(
+        "[columns]",
+        "token_env = \"A\"\ntoken_file = \"/x\"\n[columns]",
+    );
+    refused(&both, &["token_env and token_file are both set"]);
+}
+
+#[test]
+fn token_file_is_trimmed_and_must_not_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let text = MINIMAL.replace("[columns]", "token_file = \"token\"\n[columns]");
+    let c = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+    std::fs::write(&file, "  s3cret\n").unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(c.token().unwrap().expose_secret(), "s3cret");
+    std::fs::write(&file, " \n").unwrap();
+    assert!(c.token().unwrap_err().to_string().contains("is empty"));
+    std::fs::remove_file(&file).unwrap();
+    assert!(c.token().unwrap_err().to_string().contains("cannot read"));
+}
+
+#[test]
+fn a_missing_token_variable_is_named() {
+    let text = MINIMAL.replace(
+        "[columns]",
+        "token_env = \"ACCOUNTSYNC_TEST_SURELY_UNSET\"\n[columns]",
+    );
+    let msg = parse(&text).unwrap().token().unwrap_err().to_string();
+    assert!(msg.contains("ACCOUNTSYNC_TEST_SURELY_UNSET"), "{msg}");
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret-value").unwrap();
+    let text = MINIMAL.replace("[columns]", "token_file = \"token\"\n[columns]");
+    let c = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+    let token = c.token().unwrap();
+    assert!(!format!("{token:?} {c:?}").contains("s3cret-value"));
+}

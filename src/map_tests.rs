@@ -1,0 +1,168 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::Category;
+
+fn formats() -> Vec<String> {
+    ["%Y-%m-%d", "%d/%m/%Y"].map(String::from).to_vec()
+}
+
+#[track_caller]
+fn check(kind: Kind, raw: &str, expected: Result<Option<Value>, &str>) {
+    let got = normalize(kind, "field", raw, &formats()).map_err(|p| p.message);
+    assert_eq!(
+        got,
+        expected.map_err(str::to_owned),
+        "normalizing {raw:?} as {kind:?}"
+    );
+}
+
+fn text(s: &str) -> Result<Option<Value>, &'static str> {
+    Ok(Some(Value::Text(s.to_owned())))
+}
+
+#[test]
+fn normalizes_each_kind_per_contract() {
+    check(Kind::Text, "  José \u{a0}", text("José"));
+    check(Kind::Text, " \t ", Ok(None));
+    check(
+        Kind::Lower,
+        " Jane.DOE@Example.COM ",
+        text("jane.doe@example.com"),
+    );
+    check(Kind::Lower, "ACTIVE", text("active"));
+    check(Kind::Phone, "+44 (20) 7946-0958", text("00442079460958"));
+    check(Kind::Phone, "020.7946.0958", text("02079460958"));
+    check(Kind::Phone, "020 7946 0958 x204", text("02079460958x204"));
+    check(Kind::Phone, " - ", Ok(None));
+    check(Kind::Bool, "Yes", Ok(Some(Value::Bool(true))));
+    check(Kind::Bool, "n", Ok(Some(Value::Bool(false))));
+    check(Kind::Bool, "0", Ok(Some(Value::Bool(false))));
+    check(Kind::Bool, "TRUE", Ok(Some(Value::Bool(true))));
+    check(Kind::Bool, "maybe", Err("field is not a valid boolean"));
+    check(Kind::Date, "1990-02-28", text("1990-02-28"));
+    check(Kind::Date, "28/02/1990", text("1990-02-28"));
+    check(
+        Kind::Date,
+        "31/02/1990",
+        Err("dateofbirth is not a valid date"),
+    );
+}
+
+fn columns() -> Columns {
+    let mut c = Columns {
+        accountreference: "Ref".into(),
+        ..Columns::default()
+    };
+    c.fields.insert("email".into(), "Email".into());
+    c.fields.insert("marketingallowed".into(), "Opt In".into());
+    c.addresses
+        .entry("home".into())
+        .or_default()
+        .insert("street".into(), "Street".into());
+    c.customparameters.insert("tier".into(), "Tier".into());
+    c
+}
+
+fn header(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn maps_a_row_to_report_paths() {
+    let layout = Layout::resolve(
+        &columns(),
+        &header(&[" Ref ", "Email", "Opt In", "Street", "Tier", "Unmapped"]),
+    )
+    .unwrap();
+    let record = ByteRecord::from(vec![" A-1 ", "X@Y.COM", "yes", "", "Gold", "ignored"]);
+    let m = map_record(&layout, &record, &formats());
+    assert_eq!(m.reference.as_deref(), Some("A-1"));
+    assert!(m.problems.is_empty());
+    let keys: Vec<&str> = m.fields.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["customparameters.tier", "email", "marketingallowed"]);
+    assert_eq!(m.fields["email"], Value::Text("x@y.com".into()));
+}
+
+#[test]
+fn missing_columns_are_all_named_with_the_headers_found() {
+    let err = Layout::resolve(&columns(), &header(&["Reference", "Email"])).unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "\"Ref\"",
+        "[columns] accountreference",
+        "\"Opt In\"",
+        "headers found: \"Reference\", \"Email\"",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+}
+
+#[test]
+fn a_mapped_header_twice_is_refused() {
+    let err = Layout::resolve(
+        &columns(),
+        &header(&["Ref", "Email", "Opt In", "Street", "Tier", "Email"]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        MapError::AmbiguousHeader {
+            header: "Email".into(),
+            count: 2
+        }
+    );
+}
+
+#[test]
+fn ragged_and_non_utf8_rows_are_malformed_only() {
+    let layout = Layout::resolve(
+        &columns(),
+        &header(&["Ref", "Email", "Opt In", "Street", "Tier"]),
+    )
+    .unwrap();
+    let short = ByteRecord::from(vec!["A-1", "x@y.com"]);
+    let m = map_record(&layout, &short, &formats());
+    assert!(m.malformed);
+    assert_eq!(
+        m.problems[0].message,
+        "row has 2 fields but the header has 5"
+    );
+
+    let bad: Vec<&[u8]> = vec![b"A-2", b"x@y.com", b"maybe", b"M\xfcller", b""];
+    let m = map_record(&layout, &ByteRecord::from(bad), &formats());
+    assert!(m.malformed);
+    assert_eq!(m.reference.as_deref(), Some("A-2"));
+    // The bad boolean is not reported: a malformed row's cells are not trusted.
+    assert_eq!(m.problems.len(), 1);
+    assert_eq!(m.problems[0].category, Category::Malformed);
+    assert_eq!(m.problems[0].field, "addresses.home.street");
+    assert_eq!(
+        m.problems[0].message,
+        "column \"Street\" is not valid UTF-8"
+    );
+    assert!(m.fields.is_empty());
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::Text),
+        Just(Kind::Lower),
+        Just(Kind::Phone),
+        Just(Kind::Bool),
+        Just(Kind::Date)
+    ]
+}
+
+proptest! {
+    /// normalize ∘ normalize = normalize: a value the API confirmed must compare equal when
+    /// it comes back through the next export, or every night would resend it.
+    #[test]
+    fn normalize_is_idempotent(kind in kind(), raw in "\\PC{0,30}|[ +()0-9.-]{0,20}|(?i)(yes|no|y|n|true|false|1|0)|[0-9]{2}/[0-9]{2}/[0-9]{4}") {
+        let f = ["%Y-%m-%d".to_owned(), "%d/%m/%Y".to_owned()];
+        if let Ok(Some(once)) = normalize(kind, "field", &raw, &f) {
+            let twice = normalize(kind, "field", &once.to_string(), &f);
+            prop_assert_eq!(twice, Ok(Some(once)));
+        }
+    }
+}

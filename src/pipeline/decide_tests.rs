@@ -1,0 +1,179 @@
+use super::*;
+use crate::cache::Rejection;
+use crate::config::Columns;
+use crate::model::Value;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cache: Cache,
+    layout: Layout,
+    limits: Limits,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let mut columns = Columns {
+        accountreference: "Ref".into(),
+        ..Columns::default()
+    };
+    columns.fields.insert("email".into(), "Email".into());
+    let header = vec!["Ref".to_owned(), "Email".to_owned()];
+    Fixture {
+        layout: Layout::resolve(&columns, &header).unwrap(),
+        _dir: dir,
+        cache,
+        limits: Limits::default(),
+    }
+}
+
+impl Fixture {
+    fn decide(&self, row: [&str; 2], retry_rejected: bool, dups: &Duplicates) -> Step {
+        let decider = Decider {
+            cache: &self.cache,
+            limits: &self.limits,
+            date_formats: &[],
+            address_types: &[],
+            today: NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(),
+            retry_rejected,
+        };
+        let pos = Position {
+            file: "x.csv".into(),
+            line: 2,
+        };
+        decider
+            .row(0, pos, &self.layout, dups, &ByteRecord::from(row.to_vec()))
+            .unwrap()
+    }
+}
+
+fn email(s: &str) -> Fields {
+    Fields::from([("email".to_owned(), Value::Text(s.to_owned()))])
+}
+
+fn verdict(step: Step) -> (Verdict, Stale, bool) {
+    match step {
+        Step::Done(o) => (o.verdict, o.stale, false),
+        Step::Send(j) => (Verdict::Updated(j.patch), j.stale, true),
+    }
+}
+
+#[test]
+fn a_remembered_rejection_is_listed_not_resent_until_the_row_changes() {
+    let f = fixture();
+    let problem = Problem {
+        category: Category::Conflict,
+        http_status: Some(409),
+        field: "email".into(),
+        message: "the email is already in use".into(),
+    };
+    let rejection = Rejection {
+        fields: email("taken@example.com"),
+        problems: vec![problem.clone()],
+    };
+    f.cache.reject("A", &rejection).unwrap();
+    let none = Duplicates::default();
+
+    let (v, _, sent) = verdict(f.decide(["A", "Taken@Example.com"], false, &none));
+    assert!(!sent);
+    assert_eq!(
+        v,
+        Verdict::Rejected {
+            problems: vec![problem],
+            remember: None
+        }
+    );
+
+    let (_, stale, sent) = verdict(f.decide(["A", "Taken@Example.com"], true, &none));
+    assert!(sent, "--retry-rejected sends it again");
+    assert!(stale.rejection);
+
+    let (_, stale, sent) = verdict(f.decide(["A", "fixed@example.com"], false, &none));
+    assert!(sent, "a changed row is sent");
+    assert!(
+        stale.rejection,
+        "and the old rejection is dropped once recorded"
+    );
+}
+
+#[test]
+fn unchanged_rows_send_nothing_and_replace_a_kept_retry() {
+    let f = fixture();
+    f.cache
+        .confirm(
+            "A",
+            &[crate::model::Change {
+                field: "email".into(),
+                old: None,
+                new: Value::Text("a@b.co".into()),
+            }],
+        )
+        .unwrap();
+    let pending = crate::cache::Pending {
+        fields: email("older@b.co"),
+        file: "old.csv".into(),
+        line: 9,
+        run_id: "r0".into(),
+        problem: Problem::invalid("", "x"),
+    };
+    f.cache.keep_pending("A", &pending).unwrap();
+    let (v, stale, sent) = verdict(f.decide(["A", " A@B.CO "], false, &Duplicates::default()));
+    assert!(!sent);
+    assert_eq!(v, Verdict::Unchanged);
+    assert!(stale.pending, "the newer row replaces the kept one");
+}
+
+#[test]
+fn invalid_rows_report_every_problem_and_send_nothing() {
+    let f = fixture();
+    let (v, _, sent) = verdict(f.decide(["..", "not-an-email"], false, &Duplicates::default()));
+    assert!(!sent);
+    let Verdict::Rejected {
+        problems,
+        remember: None,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "accountreference is invalid",
+            "email address format invalid"
+        ]
+    );
+}
+
+#[test]
+fn duplicates_are_found_in_a_first_pass_and_reported_alone() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.csv");
+    std::fs::write(
+        &path,
+        "Ref,Email\nA,a@b.co\n B ,bad\nC,c@d.co\nB,b@c.co\n..,x\n..,y\n",
+    )
+    .unwrap();
+    let mut export = Export::open(&path, b',').unwrap();
+    let dups = Duplicates::scan(&mut export, &f.layout).unwrap();
+    assert_eq!(dups.lines("B"), Some(&[3, 5][..]));
+    assert_eq!(dups.lines("A"), None);
+    assert_eq!(
+        dups.lines(".."),
+        None,
+        "invalid references are invalid, not duplicates"
+    );
+
+    let (v, _, sent) = verdict(f.decide(["B", "bad"], false, &dups));
+    assert!(!sent);
+    let Verdict::Rejected { problems, .. } = v else {
+        panic!()
+    };
+    assert_eq!(problems.len(), 1, "duplicate is the only category reported");
+    assert_eq!(problems[0].category, Category::Duplicate);
+    assert_eq!(
+        problems[0].message,
+        "accountreference is on more than one row of this file (lines 3, 5); none of them was sent"
+    );
+}

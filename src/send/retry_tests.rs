@@ -1,0 +1,140 @@
+use super::*;
+
+#[test]
+fn statuses_decide_retry_reject_or_stop() {
+    let s = |status| classify(status, "• boom", None);
+    assert_eq!(s(200), Decision::Success);
+    assert_eq!(s(204), Decision::Success);
+    assert_eq!(s(401), Decision::Unauthorized);
+    for status in [408, 425, 429, 500, 502, 503, 504] {
+        assert!(
+            matches!(s(status), Decision::Retry { .. }),
+            "{status} is transient"
+        );
+    }
+    let category = |status| match s(status) {
+        Decision::Reject(p) => p[0].category,
+        other => panic!("{status}: {other:?}"),
+    };
+    assert_eq!(category(400), Category::Invalid);
+    assert_eq!(category(403), Category::Forbidden);
+    assert_eq!(category(404), Category::NotFound);
+    assert_eq!(category(409), Category::Conflict);
+    assert_eq!(category(422), Category::Invalid);
+    assert!(matches!(
+        s(302),
+        Decision::GiveUp {
+            status: Some(302),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn retry_after_travels_with_the_decision() {
+    let d = classify(429, "", Some(Duration::from_secs(3)));
+    assert_eq!(
+        d,
+        Decision::Retry {
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(3)),
+            detail: "HTTP 429: HTTP 429 without a message".into()
+        }
+    );
+    let now = DateTime::parse_from_rfc3339("2026-12-03T02:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+    assert_eq!(
+        parse_retry_after("Thu, 03 Dec 2026 02:00:05 GMT", now),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        parse_retry_after("Thu, 03 Dec 2026 01:00:00 GMT", now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(parse_retry_after("soon", now), None);
+}
+
+/// Every body form of CONTRACT §5 gives the same two messages.
+#[test]
+fn error_bodies_in_every_form_split_into_messages() {
+    let expected = ["email address format invalid", "invalid status provided"];
+    for body in [
+        "• email address format invalid <br />• invalid status provided",
+        "β€’ email address format invalid \\<br />β€’ invalid status provided",
+        "• email address format invalid<br>• invalid status provided",
+        r#"{"message": "• email address format invalid <br />• invalid status provided"}"#,
+        r#"{"errors": ["email address format invalid", "invalid status provided"]}"#,
+        r#"{"errors": [{"message": "email address format invalid"}, {"message": "invalid status provided"}]}"#,
+        "email address format invalid\ninvalid status provided\n",
+        "email address format invalid\r\n\r\ninvalid status provided",
+    ] {
+        assert_eq!(parse_messages(body), expected, "{body}");
+    }
+    assert_eq!(parse_messages("  "), Vec::<String>::new());
+    assert_eq!(parse_messages("{not json"), ["{not json"]);
+}
+
+#[test]
+fn each_message_maps_to_its_field_and_category() {
+    let body = "• email address format invalid <br />• loyaltytier provided exceeds maximum length <br />• referralcode not configured <br />• surname provided exceeds maximum length <br />• something else";
+    let Decision::Reject(problems) = classify(400, body, None) else {
+        panic!()
+    };
+    let got: Vec<(&str, &str, Option<u16>)> = problems
+        .iter()
+        .map(|p| (p.category.as_str(), p.field.as_str(), p.http_status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("invalid", "email", Some(400)),
+            ("invalid", "customparameters.loyaltytier", Some(400)),
+            ("not_configured", "customparameters.referralcode", Some(400)),
+            ("invalid", "lastname", Some(400)),
+            ("invalid", "", Some(400)),
+        ]
+    );
+    for (message, field) in [
+        (
+            "unable to manage clientuserid with the provided authentication",
+            "clientuserid",
+        ),
+        ("the email is already in use", "email"),
+        (
+            "phone number does not support non numeric characters",
+            "phonenumber",
+        ),
+        (
+            "mobile number provided exceeds maximum length",
+            "mobilenumber",
+        ),
+        ("dateofbirth must be a date in the past", "dateofbirth"),
+        (
+            "clientuserid provided exceeds maximum length",
+            "clientuserid",
+        ),
+        ("firstname provided exceeds maximum length", "firstname"),
+        ("invalid gender provided", "gender"),
+        ("verified is not a valid boolean", "verified"),
+        ("internal server error", ""),
+    ] {
+        assert_eq!(field_of(message), field, "{message}");
+    }
+}
+
+#[test]
+fn backoff_doubles_within_bounds_with_equal_jitter() {
+    let (initial, max) = (Duration::from_millis(200), Duration::from_millis(1000));
+    let b = |attempt, jitter| backoff(attempt, initial, max, jitter);
+    assert_eq!(b(1, 0.0), Duration::from_millis(100));
+    assert_eq!(
+        b(1, 0.999_999),
+        Duration::from_micros(199_999) + Duration::from_nanos(900)
+    );
+    assert_eq!(b(2, 0.0), Duration::from_millis(200));
+    assert_eq!(b(3, 0.5), Duration::from_millis(600));
+    assert_eq!(b(4, 1.0), Duration::from_millis(1000)); // capped
+    assert_eq!(b(40, 1.0), Duration::from_millis(1000)); // no overflow
+}
