@@ -6,6 +6,7 @@
 //!   export no longer has it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -30,6 +31,11 @@ pub enum CacheError {
         "the cache {path} has schema version {found}, this accountsync reads version {SCHEMA}; use the accountsync that wrote it, or move the cache aside"
     )]
     Schema { path: PathBuf, found: String },
+    #[error("cannot copy the cache {path} for a dry run: {source}")]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cache storage error: {0}")]
     Storage(#[from] sled::Error),
     #[error("cache entry for account {reference:?} cannot be decoded: {source}")]
@@ -63,14 +69,52 @@ pub struct Cache {
     confirmed: sled::Tree,
     rejected: sled::Tree,
     outbox: sled::Tree,
+    /// The private copy a dry run works on, removed when the last handle goes.
+    _copy: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Cache {
     pub fn open(path: &Path) -> Result<Cache, CacheError> {
-        let opened = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::LowSpace)
-            .open();
+        Cache::open_with(path, sled::Config::new().path(path))
+    }
+
+    /// Opens a private copy of the cache, for dry runs. sled writes even when only read
+    /// (recovery leaves a new snapshot file), and a dry run must leave the cache exactly as it
+    /// was, so it reads a copy taken under the cache's lock. A missing cache gives an empty
+    /// in-memory one rather than creating the directory.
+    pub fn open_copy(path: &Path) -> Result<Cache, CacheError> {
+        let lock_file = path.join("db");
+        if !lock_file.exists() {
+            return Cache::open_with(path, sled::Config::new().temporary(true));
+        }
+        let copy_err = |source: std::io::Error| CacheError::Copy {
+            path: path.to_path_buf(),
+            source,
+        };
+        let lock = std::fs::File::open(&lock_file).map_err(copy_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CacheError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(copy_err(e)),
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("accountsync-dry-run-")
+            .tempdir()
+            .map_err(copy_err)?;
+        let copy = dir.path().join("cache");
+        copy_dir(path, &copy).map_err(copy_err)?;
+        drop(lock);
+        let mut cache = Cache::open_with(&copy, sled::Config::new().path(&copy))?;
+        cache._copy = Some(Arc::new(dir));
+        Ok(cache)
+    }
+
+    fn open_with(path: &Path, config: sled::Config) -> Result<Cache, CacheError> {
+        let opened = config.mode(sled::Mode::LowSpace).open();
         let db = match opened {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -102,6 +146,7 @@ impl Cache {
             rejected: db.open_tree("rejected")?,
             outbox: db.open_tree("outbox")?,
             db,
+            _copy: None,
         })
     }
 
@@ -198,6 +243,20 @@ impl Cache {
         self.db.flush_async().await?;
         Ok(())
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 fn get<T: for<'de> Deserialize<'de>>(
@@ -311,6 +370,53 @@ mod tests {
             Err(other) => panic!("expected Locked, got {other}"),
             Ok(_) => panic!("expected Locked, got a second handle"),
         }
+    }
+
+    fn digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(digest(&path));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_dry_run_copy_reads_the_cache_and_leaves_its_bytes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        assert!(
+            Cache::open_copy(&path)
+                .unwrap()
+                .confirmed("A")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!path.exists(), "a dry run does not create a cache");
+        {
+            let cache = Cache::open(&path).unwrap();
+            cache.confirm("A", &[change("email", "a@b.co")]).unwrap();
+        }
+        let before = digest(&path);
+        {
+            let copy = Cache::open_copy(&path).unwrap();
+            assert_eq!(
+                copy.confirmed("A").unwrap()["email"],
+                Value::Text("a@b.co".into())
+            );
+            copy.confirm("B", &[change("email", "x@y.co")]).unwrap();
+        }
+        assert_eq!(digest(&path), before);
+        let _real = Cache::open(&path).unwrap();
+        assert!(matches!(
+            Cache::open_copy(&path),
+            Err(CacheError::Locked { .. })
+        ));
     }
 
     #[test]

@@ -131,7 +131,11 @@ pub async fn run(
     for path in &files {
         open_checked(config, path)?;
     }
-    let cache = Cache::open(&config.cache_path)?;
+    let cache = if opts.dry_run {
+        Cache::open_copy(&config.cache_path)?
+    } else {
+        Cache::open(&config.cache_path)?
+    };
     let report = Report::create(&config.report_dir, started)?;
     let run_id = report.run_id().to_owned();
     let report_dir = report.dir().to_path_buf();
