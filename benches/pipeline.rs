@@ -1,1 +1,878 @@
-fn main() {}
+//! Pipeline benchmark: `cargo bench --bench pipeline [-- --rows N] [-- --keep]`.
+//!
+//! Generates an N-row CRM export (default 1,000,000; the demo's headers, ~200 bytes a row,
+//! varied but valid values) in a temporary folder, then measures, each as wall time, rows/s,
+//! peak RSS and CPU time:
+//!
+//! 1. a bare csv-crate pass over the file, in this process: the floor;
+//! 2. `accountsync run --dry-run FILE` with an empty cache;
+//! 3. a real run against `accountsync-sandbox` (high rate limit, no request log) that fills
+//!    the cache, with the requests/s it achieved (from its `summary.json`);
+//! 4. `accountsync run --dry-run FILE` again, with the warm cache: every row unchanged.
+//!
+//! It prints a markdown table for the README and writes it to `target/bench-pipeline.md`.
+//! The `CARGO_BIN_EXE_*` binaries cargo hands a bench are built with the bench profile
+//! (release settings), like this file.
+//!
+//! Goals from the issue: warm dry run under 3× the bare parse, peak RSS under 200 MB.
+
+use std::collections::HashSet;
+use std::error::Error;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+const TOKEN: &str = "bench-token";
+const USAGE: &str = "usage: cargo bench --bench pipeline [-- --rows N] [--keep]";
+const GOAL_RATIO: f64 = 3.0;
+const GOAL_RSS_MB: f64 = 200.0;
+
+fn main() -> BenchResult<()> {
+    let args = Args::parse()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("accountsync-bench-")
+        .tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    let export = dir.join("crm-export-bench.csv");
+
+    eprintln!(
+        "generating {} rows into {} ...",
+        args.rows,
+        export.display()
+    );
+    let started = Instant::now();
+    let bytes = generate(&export, args.rows)?;
+    eprintln!(
+        "  {:.1} MB, {:.0} bytes/row, in {:.1} s",
+        mb(bytes),
+        bytes as f64 / args.rows.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+
+    eprintln!("1/4 bare csv pass ...");
+    let bare = bare_csv_pass(&export)?;
+    expect(&mut notes, "bare csv pass", "rows", bare.rows, args.rows);
+    steps.push(bare);
+
+    let config = dir.join("accountsync.toml");
+    let reports = dir.join("reports");
+    // No sandbox runs yet: a dry run never connects, so any address will do.
+    write_config(&config, &dir, "http://127.0.0.1:9/rest/api")?;
+
+    eprintln!("2/4 dry run, empty cache ...");
+    let (cold, summary) = accountsync(&config, &reports, &export, true, "dry run, empty cache")?;
+    check(&mut notes, &cold.label, &summary, args.rows, (0, args.rows));
+    steps.push(cold);
+
+    eprintln!("3/4 real run against the sandbox, filling the cache ...");
+    let sandbox = Sandbox::start(&dir)?;
+    write_config(&config, &dir, &sandbox.base_url)?;
+    let fill = accountsync(&config, &reports, &export, false, "real run → sandbox");
+    let sandbox_usage = sandbox.stop()?;
+    let (mut fill, summary) = fill?;
+    check(&mut notes, &fill.label, &summary, args.rows, (0, args.rows));
+    let requests = summary["requests_sent"].as_u64().unwrap_or(0);
+    let req_elapsed = summary["elapsed_secs"].as_f64().unwrap_or(0.0);
+    let req_rate = summary["requests_per_second"].as_f64().unwrap_or(0.0);
+    fill.label = format!("{} ({req_rate:.0} req/s)", fill.label);
+    steps.push(fill.clone());
+
+    eprintln!("4/4 dry run, warm cache ...");
+    let (warm, summary) = accountsync(&config, &reports, &export, true, "dry run, warm cache")?;
+    check(&mut notes, &warm.label, &summary, args.rows, (args.rows, 0));
+    steps.push(warm.clone());
+
+    let markdown = render(
+        &args,
+        bytes,
+        &steps,
+        Requests {
+            sent: requests,
+            elapsed: req_elapsed,
+            rate: req_rate,
+            fill_wall: fill.wall,
+            fill_cpu: fill.cpu,
+            sandbox: sandbox_usage,
+        },
+        &notes,
+    );
+    println!("\n{markdown}");
+    let out = target_dir().join("bench-pipeline.md");
+    match fs::create_dir_all(target_dir()).and_then(|()| fs::write(&out, &markdown)) {
+        Ok(()) => eprintln!("written to {}", out.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+    }
+    if args.keep {
+        let kept = tmp.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}
+
+struct Args {
+    rows: u64,
+    keep: bool,
+}
+
+impl Args {
+    /// `cargo bench` passes `--bench` to every bench binary; it means nothing here.
+    fn parse() -> BenchResult<Args> {
+        let mut args = Args {
+            rows: 1_000_000,
+            keep: false,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--bench" => {}
+                "--keep" => args.keep = true,
+                "--rows" => {
+                    let value = it.next().ok_or(USAGE)?;
+                    args.rows = value
+                        .replace('_', "")
+                        .parse()
+                        .map_err(|e| format!("--rows {value}: {e}\n{USAGE}"))?;
+                }
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+            }
+        }
+        if args.rows == 0 {
+            return Err(format!("--rows must be above 0\n{USAGE}").into());
+        }
+        Ok(args)
+    }
+}
+
+/// One measured step.
+#[derive(Clone)]
+struct Step {
+    label: String,
+    rows: u64,
+    wall: Duration,
+    /// Peak resident set size in KiB.
+    peak_rss_kib: u64,
+    /// User + system CPU time.
+    cpu: Duration,
+}
+
+impl Step {
+    fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What the kernel reports about a finished child (or this process).
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    peak_rss_kib: u64,
+    cpu: Duration,
+}
+
+impl Usage {
+    fn of(ru: &libc::rusage) -> Usage {
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+        };
+        Usage {
+            // Linux reports ru_maxrss in KiB.
+            peak_rss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        }
+    }
+
+    fn of_self() -> Usage {
+        // SAFETY: getrusage only writes the struct it is given; all-zero is a valid rusage.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live rusage.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+            return Usage::default();
+        }
+        Usage::of(&ru)
+    }
+}
+
+/// Waits for `child` with `wait4`, which hands back that one child's resource usage: its own
+/// peak RSS (`ru_maxrss`, the kernel's high-water mark, so nothing between two samples is
+/// missed as polling `/proc/PID/status` could) and CPU time. `getrusage(RUSAGE_CHILDREN)`
+/// would not do: it reports the largest of *all* reaped children so far, so a small run
+/// after a big one would inherit the big one's peak. The `Child` is not waited by std
+/// afterwards (it would find nothing to reap); dropping it only closes its pipes.
+fn wait_with_usage(child: Child) -> io::Result<(i32, Usage)> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    let mut status = 0;
+    // SAFETY: all-zero is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pointers to live locals; pid is our own unreaped child.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    drop(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((code, Usage::of(&ru)))
+}
+
+/// The floor: the csv crate alone, reading `ByteRecord`s and counting them. Peak RSS is this
+/// process's high-water mark (`RUSAGE_SELF`), which includes the generator before it; the
+/// generator streams, so it stays a few MB.
+fn bare_csv_pass(path: &Path) -> BenchResult<Step> {
+    let started = Instant::now();
+    let cpu_before = Usage::of_self().cpu;
+    let mut reader = csv::ReaderBuilder::new().from_path(path)?;
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0u64;
+    while reader.read_byte_record(&mut record)? {
+        rows += 1;
+    }
+    let wall = started.elapsed();
+    let usage = Usage::of_self();
+    Ok(Step {
+        label: "bare csv pass (csv crate, ByteRecord)".into(),
+        rows,
+        wall,
+        peak_rss_kib: usage.peak_rss_kib,
+        cpu: usage.cpu.saturating_sub(cpu_before),
+    })
+}
+
+/// Runs `accountsync run [--dry-run] FILE` and returns its step and its `summary.json`.
+fn accountsync(
+    config: &Path,
+    reports: &Path,
+    export: &Path,
+    dry_run: bool,
+    label: &str,
+) -> BenchResult<(Step, Value)> {
+    let before = entries(reports);
+    let stderr = File::create(config.with_file_name(format!("{}.stderr", slug(label))))?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_accountsync"));
+    cmd.arg("--config").arg(config).arg("run");
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    cmd.arg(export)
+        .env("ACCOUNTSYNC_TOKEN", TOKEN)
+        .env_remove("ACCOUNTSYNC_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let (code, usage) = wait_with_usage(child)?;
+    let wall = started.elapsed();
+    let summary = new_entries(reports, &before)
+        .into_iter()
+        .map(|d| d.join("summary.json"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{label}: accountsync exited {code} without a summary.json; see {}",
+                config
+                    .with_file_name(format!("{}.stderr", slug(label)))
+                    .display()
+            )
+        })?;
+    let summary: Value = serde_json::from_slice(&fs::read(summary)?)?;
+    let rows = summary["rows_read"].as_u64().unwrap_or(0);
+    if code != 0 {
+        eprintln!("  {label}: exit status {code} (expected 0)");
+    }
+    eprintln!(
+        "  {:.1} s, {:.0} rows/s, peak RSS {:.1} MB",
+        wall.as_secs_f64(),
+        rows as f64 / wall.as_secs_f64().max(1e-9),
+        mb(usage.peak_rss_kib * 1024)
+    );
+    Ok((
+        Step {
+            label: label.into(),
+            rows,
+            wall,
+            peak_rss_kib: usage.peak_rss_kib,
+            cpu: usage.cpu,
+        },
+        summary,
+    ))
+}
+
+/// A running `accountsync-sandbox` on a free port.
+struct Sandbox {
+    child: Child,
+    base_url: String,
+    /// Kept open: the sandbox writes nothing more to stdout, but must not meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Sandbox {
+    fn start(dir: &Path) -> BenchResult<Sandbox> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_accountsync-sandbox"))
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+            .args([
+                "--custom-parameters",
+                "loyaltytier,preferredstore,referralcode",
+            ])
+            // A million logged requests with their bodies would take gigabytes.
+            .arg("--no-request-log")
+            .env_remove("SANDBOX_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(dir.join("sandbox.stderr"))?)
+            .spawn()?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("sandbox stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the sandbox said {line:?}, expected `listening on http://…`; see {}",
+                dir.join("sandbox.stderr").display()
+            )
+            .into());
+        };
+        Ok(Sandbox {
+            base_url: format!("http://{addr}/rest/api"),
+            child,
+            _stdout: stdout,
+        })
+    }
+
+    /// SIGTERM (graceful shutdown), then its resource usage over its whole life.
+    fn stop(self) -> BenchResult<Usage> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let (_, usage) = wait_with_usage(self.child)?;
+        Ok(usage)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The export generator.
+// ---------------------------------------------------------------------------------------
+
+/// The sample export's header order: every column `config/demo.toml` maps, plus the two it
+/// leaves unmapped (Owner, Last Modified).
+const HEADER: [&str; 27] = [
+    "Account Reference",
+    "Owner",
+    "Status",
+    "Verified",
+    "Email",
+    "Client User ID",
+    "Salutation",
+    "First Name",
+    "Last Name",
+    "Phone",
+    "Mobile",
+    "Date of Birth",
+    "Gender",
+    "Marketing Opt-In",
+    "House Name",
+    "House Number",
+    "Street",
+    "City",
+    "District",
+    "State",
+    "County",
+    "Postcode",
+    "Country",
+    "Loyalty Tier",
+    "Preferred Store",
+    "Referral Code",
+    "Last Modified",
+];
+
+/// (as written, ASCII form for the e-mail address)
+const FIRST_NAMES: &[(&str, &str)] = &[
+    ("James", "james"),
+    ("Olivia", "olivia"),
+    ("José", "jose"),
+    ("Zoë", "zoe"),
+    ("Siobhán", "siobhan"),
+    ("Łukasz", "lukasz"),
+    ("Amelia", "amelia"),
+    ("Mohammed", "mohammed"),
+    ("Priya", "priya"),
+    ("Chen", "chen"),
+    ("Noah", "noah"),
+    ("Isla", "isla"),
+    ("Oliver", "oliver"),
+    ("Aisha", "aisha"),
+    ("Jack", "jack"),
+    ("Emily", "emily"),
+];
+const LAST_NAMES: &[(&str, &str)] = &[
+    ("Smith", "smith"),
+    ("García", "garcia"),
+    ("Jones", "jones"),
+    ("O'Brien", "obrien"),
+    ("Williams", "williams"),
+    ("Müller", "mueller"),
+    ("Patel", "patel"),
+    ("Taylor", "taylor"),
+    ("Nowak", "nowak"),
+    ("Brown", "brown"),
+    ("Evans", "evans"),
+    ("Wilson", "wilson"),
+    ("Khan", "khan"),
+    ("Davies", "davies"),
+];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "Example.COM",
+    "mail.example.net",
+];
+const OWNERS: &[&str] = &["j.hartley", "s.lindqvist", "m.okafor", "a.novak", "r.silva"];
+const STATUSES: &[&str] = &[
+    "active",
+    "active",
+    "active",
+    "Active",
+    "ACTIVE",
+    "inactive",
+    "suspended",
+    "closed",
+];
+const BOOLS: &[&str] = &[
+    "Yes", "No", "true", "FALSE", "Y", "n", "1", "0", "True", "no",
+];
+const SALUTATIONS: &[&str] = &["Mr", "Ms", "Mrs", "Dr", "Mx", ""];
+const GENDERS: &[&str] = &["male", "female", "Female", "MALE", "notknown"];
+const STREETS: &[&str] = &[
+    "High Street",
+    "Station Road",
+    "The Crescent",
+    "Church Lane",
+    "Victoria Road",
+    "Mill Lane",
+    "Park Avenue",
+    "Queen's Road",
+];
+const CITIES: &[&str] = &[
+    "London",
+    "Manchester",
+    "Leeds",
+    "Bristol",
+    "Glasgow",
+    "Cardiff",
+    "Belfast",
+    "York",
+];
+const COUNTIES: &[&str] = &["Greater London", "West Yorkshire", "Avon", "Lanarkshire"];
+const HOUSE_NAMES: &[&str] = &["Rose Cottage", "The Old Rectory", "Ivy House"];
+const TIERS: &[&str] = &["bronze", "Silver", "gold", "platinum", ""];
+const STORES: &[&str] = &[
+    "Leeds, Trinity",
+    "London Oxford Street",
+    "Bristol Cabot Circus",
+    "",
+    "",
+];
+
+/// xorshift64*: deterministic, fast, good enough to vary test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Writes the export and returns its size in bytes.
+fn generate(path: &Path, rows: u64) -> BenchResult<u64> {
+    let mut w = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, File::create(path)?));
+    w.write_record(HEADER)?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for i in 1..=rows {
+        w.write_record(row(&mut rng, i))?;
+    }
+    w.flush()?;
+    drop(w);
+    Ok(fs::metadata(path)?.len())
+}
+
+/// One valid row. References are `C` + 8 hex digits of `i` times an odd constant mod 2^32
+/// (a bijection, so unique), which spreads them over the key space as CRM ids exported in
+/// modification order would be, rather than handing sled sorted keys.
+fn row(rng: &mut Rng, i: u64) -> [String; 27] {
+    let reference = format!("C{:08X}", (i as u32).wrapping_mul(0x9E37_79B1));
+    let (first, first_ascii) = *rng.pick(FIRST_NAMES);
+    let (last, last_ascii) = *rng.pick(LAST_NAMES);
+    let mut email = format!("{first_ascii}.{last_ascii}{i}@{}", rng.pick(DOMAINS));
+    if rng.chance(10) {
+        email = format!(" {}{} ", email[..1].to_ascii_uppercase(), &email[1..]); // padded
+    }
+    let tail = rng.below(10_000);
+    let phone = match rng.below(4) {
+        0 => format!("+44 20 7946 {tail:04}"),
+        1 => format!("(020) 7946-{tail:04}"),
+        2 => format!("020.7946.{tail:04}"),
+        _ => format!("0207946{tail:04}"),
+    };
+    let tail = rng.below(1000);
+    let mobile = match rng.below(4) {
+        0 => format!("07700 900{tail:03}"),
+        1 => format!("+44 7700 900{tail:03}"),
+        2 => format!("07700-900-{tail:03}"),
+        _ => String::new(),
+    };
+    let (y, m, d) = (1940 + rng.below(66), 1 + rng.below(12), 1 + rng.below(28));
+    let dob = match rng.below(3) {
+        0 => format!("{y}-{m:02}-{d:02}"),
+        1 => format!("{d:02}/{m:02}/{y}"),
+        _ => format!("{d:02}.{m:02}.{y}"),
+    };
+    let street = *rng.pick(STREETS);
+    let street = if rng.chance(5) {
+        format!("Flat {}, {street}", 1 + rng.below(20)) // a quoted cell
+    } else {
+        street.to_owned()
+    };
+    let postcode = format!(
+        "{}{} {}{}{}",
+        *rng.pick(&["SE", "N", "LS", "M", "BS", "G"]),
+        1 + rng.below(20),
+        1 + rng.below(9),
+        char::from(b'A' + rng.below(26) as u8),
+        char::from(b'A' + rng.below(26) as u8),
+    );
+    [
+        reference,
+        rng.pick(OWNERS).to_string(),
+        rng.pick(STATUSES).to_string(),
+        rng.pick(BOOLS).to_string(),
+        email,
+        if rng.chance(30) {
+            format!("CU{i:07}")
+        } else {
+            String::new()
+        },
+        rng.pick(SALUTATIONS).to_string(),
+        first.to_owned(),
+        last.to_owned(),
+        phone,
+        mobile,
+        dob,
+        rng.pick(GENDERS).to_string(),
+        rng.pick(BOOLS).to_string(),
+        if rng.chance(10) {
+            rng.pick(HOUSE_NAMES).to_string()
+        } else {
+            String::new()
+        },
+        if rng.chance(90) {
+            (1 + rng.below(300)).to_string()
+        } else {
+            String::new()
+        },
+        street,
+        rng.pick(CITIES).to_string(),
+        String::new(),
+        String::new(),
+        if rng.chance(20) {
+            rng.pick(COUNTIES).to_string()
+        } else {
+            String::new()
+        },
+        postcode,
+        if rng.chance(95) {
+            "United Kingdom"
+        } else {
+            "Ireland"
+        }
+        .to_owned(),
+        rng.pick(TIERS).to_string(),
+        rng.pick(STORES).to_string(),
+        if rng.chance(10) {
+            format!("REF{:06}", rng.below(1_000_000))
+        } else {
+            String::new()
+        },
+        format!(
+            "2026-11-{:02} {:02}:{:02}:{:02}",
+            1 + rng.below(30),
+            rng.below(24),
+            rng.below(60),
+            rng.below(60)
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Config, reports, output.
+// ---------------------------------------------------------------------------------------
+
+fn write_config(path: &Path, dir: &Path, base_url: &str) -> io::Result<()> {
+    let q = |p: &Path| toml_string(&p.display().to_string());
+    let text = format!(
+        r#"# Written by benches/pipeline.rs.
+[api]
+base_url = {base_url}
+token_env = "ACCOUNTSYNC_TOKEN"
+timeout_secs = 30
+
+[rate]
+requests_per_second = 100000
+burst = 1000
+max_in_flight = 64
+
+[retry]
+max_attempts = 5
+initial_backoff_ms = 50
+max_backoff_ms = 1000
+
+[input]
+dir = {inbox}
+pattern = "*.csv"
+delimiter = ","
+date_formats = ["%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y"]
+
+[columns]
+accountreference = "Account Reference"
+status = "Status"
+verified = "Verified"
+email = "Email"
+clientuserid = "Client User ID"
+salutation = "Salutation"
+firstname = "First Name"
+lastname = "Last Name"
+phonenumber = "Phone"
+mobilenumber = "Mobile"
+dateofbirth = "Date of Birth"
+gender = "Gender"
+marketingallowed = "Marketing Opt-In"
+
+[columns.addresses.home]
+housename = "House Name"
+housenumber = "House Number"
+street = "Street"
+towncity = "City"
+district = "District"
+state = "State"
+county = "County"
+postcode = "Postcode"
+country = "Country"
+
+[columns.customparameters]
+loyaltytier = "Loyalty Tier"
+preferredstore = "Preferred Store"
+referralcode = "Referral Code"
+
+[cache]
+path = {cache}
+
+[report]
+dir = {reports}
+
+[schedule]
+cron = "0 0 2 * * *"
+"#,
+        base_url = toml_string(base_url),
+        inbox = q(&dir.join("inbox")),
+        cache = q(&dir.join("cache")),
+        reports = q(&dir.join("reports")),
+    );
+    fs::write(path, text)
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn entries(dir: &Path) -> HashSet<OsString> {
+    fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+/// Report folders a run created, newest first.
+fn new_entries(dir: &Path, before: &HashSet<OsString>) -> Vec<PathBuf> {
+    let mut new: Vec<OsString> = entries(dir).difference(before).cloned().collect();
+    new.sort();
+    new.reverse();
+    new.into_iter().map(|n| dir.join(n)).collect()
+}
+
+fn slug(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn expect(notes: &mut Vec<String>, label: &str, what: &str, got: u64, want: u64) {
+    if got != want {
+        notes.push(format!("⚠ {label}: {what} {got}, expected {want}"));
+    }
+}
+
+/// Every row read, none rejected or failed, and `unchanged`/`updated` as expected.
+fn check(notes: &mut Vec<String>, label: &str, summary: &Value, rows: u64, want: (u64, u64)) {
+    let n = |k: &str| summary[k].as_u64().unwrap_or(u64::MAX);
+    expect(notes, label, "rows_read", n("rows_read"), rows);
+    expect(notes, label, "unchanged", n("unchanged"), want.0);
+    expect(notes, label, "updated", n("updated"), want.1);
+    expect(notes, label, "rejected", n("rejected"), 0);
+    expect(notes, label, "failed", n("failed"), 0);
+    expect(notes, label, "exit_code", n("exit_code"), 0);
+}
+
+struct Requests {
+    sent: u64,
+    elapsed: f64,
+    rate: f64,
+    fill_wall: Duration,
+    fill_cpu: Duration,
+    sandbox: Usage,
+}
+
+fn render(args: &Args, bytes: u64, steps: &[Step], req: Requests, notes: &[String]) -> String {
+    let mut md = String::new();
+    let bare = steps
+        .first()
+        .map_or(1.0, |s| s.wall.as_secs_f64().max(1e-9));
+    let _ = writeln!(
+        md,
+        "Pipeline benchmark (`cargo bench --bench pipeline`): {} rows, {:.1} MB ({:.0} bytes/row), {}.\n",
+        group(args.rows),
+        mb(bytes),
+        bytes as f64 / args.rows as f64,
+        machine()
+    );
+    md.push_str("| step | rows | seconds | rows/s | peak RSS MB | CPU s | × bare parse |\n");
+    md.push_str("|---|--:|--:|--:|--:|--:|--:|\n");
+    for s in steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {} | {:.1} | {:.2} | {:.2} |",
+            s.label,
+            group(s.rows),
+            s.wall.as_secs_f64(),
+            group(s.rows_per_sec().round() as u64),
+            mb(s.peak_rss_kib * 1024),
+            s.cpu.as_secs_f64(),
+            s.wall.as_secs_f64() / bare,
+        );
+    }
+    let fill_secs = req.fill_wall.as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        md,
+        "\nReal run against `accountsync-sandbox --no-request-log` on the same machine \
+         (rate 100000/s, burst 1000, 64 in flight): {} requests in {:.1} s = **{:.0} requests/s** \
+         (summary.json). CPU used during it: accountsync {:.1} cores, sandbox {:.1} cores \
+         (peak RSS {:.0} MB) of {} cores.",
+        group(req.sent),
+        req.elapsed,
+        req.rate,
+        req.fill_cpu.as_secs_f64() / fill_secs,
+        req.sandbox.cpu.as_secs_f64() / fill_secs,
+        mb(req.sandbox.peak_rss_kib * 1024),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let warm = steps.iter().find(|s| s.label == "dry run, warm cache");
+    let runs = steps.iter().skip(1);
+    let peak = mb(runs.map(|s| s.peak_rss_kib).max().unwrap_or(0) * 1024);
+    if let Some(warm) = warm {
+        let ratio = warm.wall.as_secs_f64() / bare;
+        let _ = writeln!(
+            md,
+            "\nGoals: warm dry run {ratio:.2}× the bare parse (goal < {GOAL_RATIO}×): **{}**; \
+             highest accountsync peak RSS {peak:.0} MB (goal < {GOAL_RSS_MB} MB): **{}**.",
+            if ratio < GOAL_RATIO { "met" } else { "not met" },
+            if peak < GOAL_RSS_MB { "met" } else { "not met" },
+        );
+    }
+    for note in notes {
+        let _ = writeln!(md, "\n{note}");
+    }
+    md
+}
+
+/// `nproc` and the CPU model, for the table's caption.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({model})")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Decimal megabytes, as the goal is stated.
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// 1234567 -> "1,234,567".
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,1 +1,625 @@
+//! End-to-end tests of the command line, the input files and the report: the real
+//! `accountsync` binary against the real `accountsync-sandbox`, each test in its own temp
+//! dir with its own port. The HTTP behaviour (retries, 401, 429, rate, encoding) is in
+//! `tests/sync.rs`; the harness is `tests/util/mod.rs`.
 
+mod util;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use util::{
+    Conf, Logged, Run, Sandbox, Workdir, assert_same_rows, by_reference, normalize_body,
+    numbered_export, read_csv_rows, repo_file, small_export, wait_for,
+};
+
+// ---------------------------------------------------------------------------------------
+// The sample exports (samples/README.md) against the sandbox's sample accounts.
+
+const NIGHT1: &str = "crm-export-2026-12-02.csv";
+const NIGHT2: &str = "crm-export-2026-12-03.csv";
+
+fn sample(name: &str) -> String {
+    repo_file(&format!("samples/{name}")).display().to_string()
+}
+
+fn sample_sandbox(wd: &Workdir) -> Sandbox {
+    let accounts = sample("sandbox-accounts.csv");
+    Sandbox::start(
+        wd,
+        &[
+            "--accounts",
+            &accounts,
+            "--custom-parameters",
+            "loyaltytier,preferredstore",
+        ],
+    )
+}
+
+fn expected(name: &str) -> PathBuf {
+    repo_file(&format!("tests/data/expected/{name}"))
+}
+
+fn expected_json(name: &str) -> Value {
+    let path = expected(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// `requests` hold exactly one PATCH per reference of `nightN-bodies.json`, with that body
+/// (the order of `addresses` ignored), and nothing else.
+#[track_caller]
+fn assert_bodies(requests: &[Logged], bodies_file: &str) {
+    let expected = expected_json(bodies_file);
+    let expected = expected.as_object().expect("bodies file is an object");
+    let grouped = by_reference(requests);
+    let mut problems = Vec::new();
+    for (reference, reqs) in &grouped {
+        if reqs.len() != 1 {
+            problems.push(format!("{reference:?}: {} requests", reqs.len()));
+        }
+        let r = reqs[0];
+        if r.method != "PATCH" {
+            problems.push(format!("{reference:?}: method {}", r.method));
+        }
+        match expected.get(reference) {
+            None => problems.push(format!("{reference:?}: sent but not expected: {}", r.body)),
+            Some(body) if normalize_body(body) != normalize_body(&r.body) => {
+                problems.push(format!(
+                    "{reference:?}:\n    expected {body}\n    sent     {}",
+                    r.body
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for reference in expected.keys() {
+        if !grouped.contains_key(reference) {
+            problems.push(format!("{reference:?}: expected but never sent"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "PATCH bodies differ from {bodies_file} ({} requests):\n  {}",
+        requests.len(),
+        problems.join("\n  ")
+    );
+}
+
+/// The summary's bucket counts equal `nightN-summary.json`.
+#[track_caller]
+fn assert_summary(run: &Run, summary_file: &str) {
+    let e = expected_json(summary_file);
+    let n = |k: &str| {
+        e[k].as_u64()
+            .unwrap_or_else(|| panic!("{summary_file}: {k}"))
+    };
+    run.expect_counts(
+        n("rows_read"),
+        n("unchanged"),
+        n("updated"),
+        n("rejected"),
+        n("failed"),
+    );
+}
+
+/// The whole `errors.csv` equals `nightN-errors.csv` as a set of rows, with the file column
+/// reduced to the basename as in the expected file.
+#[track_caller]
+fn assert_errors(run: &Run, errors_file: &str) {
+    let (header, rows) = read_csv_rows(&run.report_dir().join("errors.csv"));
+    let (expected_header, expected_rows) = read_csv_rows(&expected(errors_file));
+    assert_eq!(header, expected_header, "errors.csv header\n{run}");
+    let rows = rows
+        .into_iter()
+        .map(|mut r| {
+            if let Some(file) = r.first_mut() {
+                *file = basename(file);
+            }
+            r
+        })
+        .collect();
+    assert_same_rows(&format!("errors.csv vs {errors_file}"), rows, expected_rows);
+}
+
+fn basename(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+#[test]
+fn sample_nights_send_the_expected_bodies_and_report_every_rejection() {
+    let wd = Workdir::new("nights");
+    let sb = sample_sandbox(&wd);
+    wd.configure(&Conf::demo(&sb));
+
+    // Night 1: every account in full, once.
+    let night1 = wd.run(&[&sample(NIGHT1)]);
+    night1.expect_code(1);
+    let sent1 = sb.requests();
+    assert_bodies(&sent1, "night1-bodies.json");
+    assert_summary(&night1, "night1-summary.json");
+    assert_errors(&night1, "night1-errors.csv");
+    // The comparison above is only as strong as the expected file: it must hold every
+    // category of CONTRACT §6 but `failed` (tested on its own in sync.rs).
+    let categories: BTreeSet<String> = night1
+        .errors()
+        .into_iter()
+        .map(|r| r["category"].clone())
+        .collect();
+    let all = [
+        "conflict",
+        "duplicate",
+        "forbidden",
+        "invalid",
+        "malformed",
+        "not_configured",
+        "not_found",
+    ];
+    assert_eq!(categories, all.map(String::from).into(), "{night1}");
+
+    // The same file again: nothing to send, the rejections are listed again.
+    let again = wd.run(&[&sample(NIGHT1)]);
+    again.expect_code(1);
+    assert_eq!(
+        sb.request_count(),
+        sent1.len(),
+        "a rerun sent requests\n{again}"
+    );
+    again.expect_counts(320, 284, 0, 36, 0);
+    assert_errors(&again, "night1-errors.csv");
+    assert!(again.changes().is_empty(), "{again}");
+
+    // Night 2: only what changed.
+    let night2 = wd.run(&[&sample(NIGHT2)]);
+    night2.expect_code(1);
+    let sent2 = sb.requests();
+    assert_bodies(&sent2[sent1.len()..], "night2-bodies.json");
+    assert_summary(&night2, "night2-summary.json");
+    assert_errors(&night2, "night2-errors.csv");
+}
+
+#[test]
+fn dry_run_sends_nothing_keeps_the_cache_and_predicts_the_changes() {
+    let wd = Workdir::new("dry-run");
+    let sb = sample_sandbox(&wd);
+    wd.configure(&Conf::demo(&sb));
+    wd.run(&[&sample(NIGHT1)]).expect_code(1);
+    let sent = sb.request_count();
+    let cache_before = wd.cache_fingerprint();
+    assert!(!cache_before.is_empty(), "the real run left no cache files");
+
+    // Remembered rejections are in night 2, so a dry run exits 1 (CONTRACT §1).
+    let dry = wd.run(&["--dry-run", &sample(NIGHT2)]);
+    dry.expect_code(1);
+    assert_eq!(sb.request_count(), sent, "the dry run sent requests\n{dry}");
+    assert_eq!(
+        wd.cache_fingerprint(),
+        cache_before,
+        "the dry run changed the cache directory\n{dry}"
+    );
+    assert_eq!(dry.summary()["dry_run"], json!(true), "{dry}");
+    assert_eq!(dry.count("requests_sent"), 0, "{dry}");
+
+    let real = wd.run(&[&sample(NIGHT2)]);
+    real.expect_code(1);
+    assert_eq!(real.summary()["dry_run"], json!(false), "{real}");
+    let (dry_header, dry_rows) = read_csv_rows(&dry.report_dir().join("changes.csv"));
+    let (real_header, real_rows) = read_csv_rows(&real.report_dir().join("changes.csv"));
+    assert_eq!(
+        dry_header,
+        ["file", "line", "accountreference", "field", "old", "new"]
+    );
+    assert_eq!(dry_header, real_header);
+    assert!(!real_rows.is_empty(), "night 2 confirmed no change\n{real}");
+    assert_same_rows("dry-run changes.csv vs the real run's", dry_rows, real_rows);
+    // And the prediction holds against the API: what the real run sent is night 2.
+    assert_bodies(&sb.requests()[sent..], "night2-bodies.json");
+}
+
+// ---------------------------------------------------------------------------------------
+// Input files
+
+/// A sandbox where every reference exists, and a small config against it.
+fn small_setup(name: &str) -> (Workdir, Sandbox) {
+    let wd = Workdir::new(name);
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    (wd, sb)
+}
+
+#[test]
+fn malformed_rows_are_reported_and_the_rest_of_the_file_syncs() {
+    let (wd, sb) = small_setup("malformed");
+    let mut text = b"ref,email,first,last\n".to_vec();
+    text.extend_from_slice(b"M-1,m1@example.com,Ann,Lee\n");
+    text.extend_from_slice(b"M-2,m2@example.com,Bob\n"); // 3 fields of 4
+    text.extend_from_slice(b"M-3,m3@example.com,J\xfcrgen,Lee\n"); // Latin-1 in first
+    text.extend_from_slice(b"M-4,m4@example.com,Cy,Dee\n");
+    let file = wd.write("export.csv", text);
+    let file = file.display().to_string();
+
+    let run = wd.run(&[&file]);
+    run.expect_code(1);
+    run.expect_counts(4, 0, 2, 2, 0);
+    let (_, rows) = read_csv_rows(&run.report_dir().join("errors.csv"));
+    let row = |cells: [&str; 7]| cells.map(String::from).to_vec();
+    assert_same_rows(
+        "errors.csv",
+        rows,
+        vec![
+            row([
+                &file,
+                "3",
+                "M-2",
+                "malformed",
+                "",
+                "",
+                "row has 3 fields but the header has 4",
+            ]),
+            row([
+                &file,
+                "4",
+                "M-3",
+                "malformed",
+                "",
+                "firstname",
+                "column \"first\" is not valid UTF-8",
+            ]),
+        ],
+    );
+    let sent: BTreeSet<String> = by_reference(&sb.requests()).into_keys().collect();
+    assert_eq!(sent, ["M-1", "M-4"].map(String::from).into(), "{run}");
+}
+
+#[test]
+fn missing_reference_column_stops_the_run_and_lists_the_headers() {
+    let (wd, sb) = small_setup("no-ref-column");
+    let file = wd.write(
+        "export.csv",
+        "id,email,first,last\nX-1,x@example.com,Ann,Lee\n",
+    );
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2);
+    // The column the config maps, and every header the file has.
+    for needle in ["\"ref\"", "\"id\"", "\"email\"", "\"first\"", "\"last\""] {
+        run.expect_stderr(needle);
+    }
+    assert_eq!(sb.request_count(), 0, "{run}");
+}
+
+#[test]
+fn empty_file_stops_the_run() {
+    let (wd, sb) = small_setup("empty-file");
+    let file = wd.write("export.csv", "");
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2).expect_stderr("empty");
+    assert_eq!(sb.request_count(), 0, "{run}");
+}
+
+#[test]
+fn header_only_file_is_a_clean_run() {
+    let (wd, sb) = small_setup("header-only");
+    let file = wd.write("export.csv", "ref,email,first,last\n");
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(0);
+    run.expect_counts(0, 0, 0, 0, 0);
+    assert_eq!(sb.request_count(), 0, "{run}");
+}
+
+#[test]
+fn semicolon_delimiter_is_honoured() {
+    let wd = Workdir::new("semicolon");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        delimiter: ";".into(),
+        ..Conf::new(&sb)
+    });
+    let file = wd.write(
+        "export.csv",
+        "ref;email;first;last\nS-1;S1@Example.com;Ann, Marie;Lee\n",
+    );
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(0);
+    run.expect_counts(1, 0, 1, 0, 0);
+    let requests = sb.requests();
+    assert_eq!(requests.len(), 1, "{run}");
+    assert_eq!(requests[0].reference.as_deref(), Some("S-1"));
+    assert_eq!(
+        requests[0].body,
+        json!({"email": "s1@example.com", "firstname": "Ann, Marie", "lastname": "Lee"})
+    );
+}
+
+#[test]
+fn later_file_wins_over_an_earlier_one_in_the_same_run() {
+    let (wd, sb) = small_setup("later-wins");
+    // Named so that name order and argument order disagree: the arguments decide.
+    let first = wd.write(
+        "z-first.csv",
+        small_export(&[
+            ("W-1", "old@example.com", "Ann", "Lee"),
+            ("Z-1", "z@example.com", "Zed", "Zee"),
+        ]),
+    );
+    let second = wd.write(
+        "a-second.csv",
+        small_export(&[("W-1", "new@example.com", "Ann", "Lee")]),
+    );
+    let run = wd.run(&[&first.display().to_string(), &second.display().to_string()]);
+    run.expect_code(0);
+    let accounts = sb.accounts();
+    assert_eq!(accounts["W-1"]["email"], json!("new@example.com"), "{run}");
+    assert_eq!(accounts["Z-1"]["email"], json!("z@example.com"), "{run}");
+    let requests = sb.requests();
+    let last_w = requests
+        .iter()
+        .rfind(|r| r.reference.as_deref() == Some("W-1"))
+        .expect("W-1 was sent");
+    assert_eq!(last_w.body["email"], json!("new@example.com"), "{run}");
+    // The same pair again: the later file still decides what the API holds.
+    let rerun = wd.run(&[&first.display().to_string(), &second.display().to_string()]);
+    rerun.expect_code(0);
+    assert_eq!(
+        sb.accounts()["W-1"]["email"],
+        json!("new@example.com"),
+        "{rerun}"
+    );
+}
+
+#[test]
+fn run_without_files_syncs_the_inbox_in_name_order_and_archives() {
+    let wd = Workdir::new("inbox");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        input_dir: Some(wd.path("inbox")),
+        archive_dir: Some(wd.path("archive")),
+        pattern: "export-*.csv".into(),
+        ..Conf::new(&sb)
+    });
+    // Written in reverse name order, so creation order does not pass for name order.
+    wd.write(
+        "inbox/export-b.csv",
+        small_export(&[
+            ("X-1", "x-b@example.com", "Ann", "Lee"),
+            ("B-1", "b1@example.com", "Bo", "Bee"),
+        ]),
+    );
+    wd.write(
+        "inbox/export-a.csv",
+        small_export(&[
+            ("X-1", "x-a@example.com", "Ann", "Lee"),
+            ("A-1", "a1@example.com", "Al", "Ay"),
+        ]),
+    );
+    wd.write(
+        "inbox/other.csv",
+        small_export(&[("O-1", "o@example.com", "O", "O")]),
+    );
+    wd.write("inbox/notes.txt", "not an export");
+
+    let run = wd.run(&[]);
+    run.expect_code(0);
+    run.expect_counts(4, 0, 4, 0, 0);
+
+    let requests = sb.requests();
+    let refs: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.reference.as_deref().unwrap_or(""),
+                r.body["email"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(refs.len(), 4, "{refs:?}\n{run}");
+    // Files are synced one after the other: both of a's requests before b's.
+    let a: BTreeSet<_> = refs[..2].iter().copied().collect();
+    let b: BTreeSet<_> = refs[2..].iter().copied().collect();
+    assert_eq!(
+        a,
+        [("A-1", "a1@example.com"), ("X-1", "x-a@example.com")].into(),
+        "{refs:?}"
+    );
+    assert_eq!(
+        b,
+        [("B-1", "b1@example.com"), ("X-1", "x-b@example.com")].into(),
+        "{refs:?}"
+    );
+    assert_eq!(sb.accounts()["X-1"]["email"], json!("x-b@example.com"));
+    assert!(
+        !sb.accounts().contains_key("O-1"),
+        "a file not matching the pattern was synced"
+    );
+
+    let listing = |dir: &str| -> BTreeSet<String> {
+        std::fs::read_dir(wd.path(dir))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        listing("inbox"),
+        ["notes.txt", "other.csv"].map(String::from).into(),
+        "{run}"
+    );
+    assert_eq!(
+        listing("archive"),
+        ["export-a.csv", "export-b.csv"].map(String::from).into(),
+        "{run}"
+    );
+    let summary = run.summary();
+    let files = summary["files"].as_array().expect("files array");
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| basename(f["path"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(names, ["export-a.csv", "export-b.csv"], "{summary:#}");
+    for f in files {
+        let to = f["archived_to"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not archived: {f}"));
+        assert!(Path::new(to).starts_with(wd.path("archive")), "{f}");
+    }
+
+    // An empty inbox is a clean run that sends nothing.
+    let before = sb.request_count();
+    let empty = wd.run(&[]);
+    empty.expect_code(0);
+    assert_eq!(sb.request_count(), before, "{empty}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Config and environment
+
+#[test]
+fn unknown_config_keys_are_refused_with_key_and_file() {
+    let wd = Workdir::new("unknown-key");
+    let sb = Sandbox::start(&wd, &[]);
+    let file = wd.write(
+        "export.csv",
+        small_export(&[("K-1", "k@example.com", "A", "B")]),
+    );
+    let base = Conf::new(&sb);
+    let cases = [
+        (
+            "colour",
+            Conf {
+                extra: "[schedule]\ncron = \"0 0 2 * * *\"\ncolour = \"blue\"\n".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "favouritecolour",
+            Conf {
+                columns: format!("{}favouritecolour = \"Colour\"\n", util::SMALL_COLUMNS),
+                ..base.clone()
+            },
+        ),
+        (
+            "notifications",
+            Conf {
+                extra: "[notifications]\nemail = \"ops@example.com\"\n".into(),
+                ..base.clone()
+            },
+        ),
+    ];
+    let config = wd.config_path().display().to_string();
+    for (key, conf) in cases {
+        wd.configure(&conf);
+        let run = wd.run(&[&file.display().to_string()]);
+        run.expect_code(2).expect_stderr(key).expect_stderr(&config);
+    }
+    assert_eq!(sb.request_count(), 0);
+}
+
+#[test]
+fn missing_or_empty_token_stops_the_run() {
+    let (wd, sb) = small_setup("no-token");
+    let var = "ACCOUNTSYNC_TEST_TOKEN_NOT_SET";
+    wd.configure(&Conf {
+        token_env: var.into(),
+        ..Conf::new(&sb)
+    });
+    let file = wd.write(
+        "export.csv",
+        small_export(&[("K-1", "k@example.com", "A", "B")]),
+    );
+    let file = file.display().to_string();
+
+    let mut unset = wd.command(&["run", &file]);
+    unset.env_remove(var);
+    wd.exec(unset).expect_code(2).expect_stderr(var);
+
+    let mut blank = wd.command(&["run", &file]);
+    blank.env(var, "  ");
+    wd.exec(blank).expect_code(2).expect_stderr(var);
+
+    assert_eq!(sb.request_count(), 0);
+}
+
+#[test]
+fn report_files_are_private() {
+    let (wd, _sb) = small_setup("permissions");
+    let file = wd.write("export.csv", numbered_export("P-", 3));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(0);
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{p:?}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = run.report_dir();
+    assert_eq!(mode(&wd.reports_dir()), 0o700, "reports folder");
+    assert_eq!(mode(dir), 0o700, "run folder {dir:?}");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read run folder") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{path:?}");
+        names.push(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+    }
+    for required in ["summary.json", "errors.csv", "changes.csv"] {
+        assert!(
+            names.contains(&Some(required.to_owned())),
+            "{required} missing in {names:?}"
+        );
+    }
+    // The run id names the folder and sorts by time.
+    let summary = run.summary();
+    assert_eq!(
+        summary["run_id"].as_str(),
+        dir.file_name().and_then(|n| n.to_str()),
+        "{summary:#}"
+    );
+    for key in ["started_at", "finished_at", "files", "requests_sent"] {
+        assert!(!summary[key].is_null(), "summary has no {key}: {summary:#}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency
+
+#[test]
+fn a_second_run_on_a_busy_cache_is_refused_and_the_first_finishes() {
+    let wd = Workdir::new("locked");
+    // Slow answers and one request at a time: the first run takes about 8 × 200 ms.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "200"]);
+    wd.configure(&Conf {
+        max_in_flight: 1,
+        ..Conf::new(&sb)
+    });
+    let file = wd.write("export.csv", numbered_export("L-", 8));
+    let file = file.display().to_string();
+
+    let before = wd.run_dirs();
+    let mut first_cmd = wd.command(&["run", &file]);
+    first_cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let cmdline = format!("{first_cmd:?}");
+    let first = first_cmd.spawn().expect("start the first run");
+    // The cache is opened before the first request goes out.
+    wait_for(
+        "the first run's first request",
+        Duration::from_secs(20),
+        || (sb.request_count() > 0).then_some(()),
+    );
+
+    let second = wd.run(&[&file]);
+    second
+        .expect_code(2)
+        .expect_stderr("in use by another accountsync process");
+
+    let first = wd.wait(cmdline, first, before);
+    first.expect_code(0);
+    first.expect_counts(8, 0, 8, 0, 0);
+    assert_eq!(by_reference(&sb.requests()).len(), 8, "{first}");
+}
