@@ -10,8 +10,7 @@ use accountsync::pipeline::{self, RunOptions, RunResult};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-/// Exit statuses of CONTRACT §1; operators' scripts branch on them.
-const EXIT_OK: u8 = 0;
+/// "The run could not proceed" (CONTRACT §1); 0 and 1 come from the run's summary.
 const EXIT_FATAL: u8 = 2;
 
 #[derive(Parser)]
@@ -86,16 +85,13 @@ fn run(config_path: &std::path::Path, opts: RunOptions) -> anyhow::Result<RunRes
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(pipeline::run(&config, &token, opts))?;
-    if result.summary.exit_code == i32::from(EXIT_FATAL) {
-        if let Some(why) = &result.summary.stopped {
-            eprintln!(
-                "accountsync: error: {why}; check the token ([api].token_env / token_file in {}). Report: {}",
-                config.path.display(),
-                result.report_dir.display()
-            );
-        }
+    if let Some(why) = &result.summary.stopped {
+        eprintln!(
+            "accountsync: error: {why}; check the token ([api].token_env / token_file in {}). Report: {}",
+            config.path.display(),
+            result.report_dir.display()
+        );
     }
-    let _ = EXIT_OK;
     Ok(result)
 }
 
