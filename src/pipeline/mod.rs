@@ -337,7 +337,7 @@ fn prepare_file(
             return Ok(false);
         }
         rows += 1;
-        if rows.is_multiple_of(512) {
+        if rows.is_multiple_of(64) {
             ctx.progress.set_offset(export.offset());
         }
     }
