@@ -287,7 +287,14 @@ fn missing_reference_column_stops_the_run_and_lists_the_headers() {
     let run = wd.run(&[&file.display().to_string()]);
     run.expect_code(2);
     // The column the config maps, and every header the file has.
-    for needle in ["\"ref\"", "\"id\"", "\"email\"", "\"first\"", "\"last\""] {
+    for needle in [
+        "accountreference",
+        "\"ref\"",
+        "\"id\"",
+        "\"email\"",
+        "\"first\"",
+        "\"last\"",
+    ] {
         run.expect_stderr(needle);
     }
     assert_eq!(sb.request_count(), 0, "{run}");
@@ -592,13 +599,14 @@ fn report_files_are_private() {
 #[test]
 fn a_second_run_on_a_busy_cache_is_refused_and_the_first_finishes() {
     let wd = Workdir::new("locked");
-    // Slow answers and one request at a time: the first run takes about 8 × 200 ms.
-    let sb = Sandbox::start(&wd, &["--latency-ms", "200"]);
+    // Slow answers and one request at a time: the first run takes about 12 × 250 ms, ample
+    // time for the second process to start even on a loaded machine.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "250"]);
     wd.configure(&Conf {
         max_in_flight: 1,
         ..Conf::new(&sb)
     });
-    let file = wd.write("export.csv", numbered_export("L-", 8));
+    let file = wd.write("export.csv", numbered_export("L-", 12));
     let file = file.display().to_string();
 
     let before = wd.run_dirs();
@@ -620,6 +628,6 @@ fn a_second_run_on_a_busy_cache_is_refused_and_the_first_finishes() {
 
     let first = wd.wait(cmdline, first, before);
     first.expect_code(0);
-    first.expect_counts(8, 0, 8, 0, 0);
-    assert_eq!(by_reference(&sb.requests()).len(), 8, "{first}");
+    first.expect_counts(12, 0, 12, 0, 0);
+    assert_eq!(by_reference(&sb.requests()).len(), 12, "{first}");
 }

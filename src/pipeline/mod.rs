@@ -15,7 +15,7 @@ use std::time::Instant;
 use chrono::Utc;
 use csv::ByteRecord;
 use secrecy::SecretString;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheError};
@@ -26,7 +26,7 @@ use crate::model::Position;
 use crate::read::{Export, ReadError, line_of};
 use crate::record::{Origin, Outcome, RecordError, Recorder, Stale, Verdict};
 use crate::report::{Counts, FileSummary, Report, ReportError, Summary};
-use crate::send::Sender;
+use crate::send::{Delivery, Sender};
 use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
 pub use decide::{Decider, Duplicates, Job, Step, delivered};
@@ -95,7 +95,7 @@ impl Ctx {
         &self,
         step: Step,
         jobs: Option<&mpsc::Sender<Job>>,
-        events: &mpsc::Sender<Outcome>,
+        events: &mpsc::Sender<Event>,
     ) -> bool {
         let outcome = match (step, jobs) {
             (Step::Done(o), _) => o,
@@ -108,7 +108,7 @@ impl Ctx {
                 stale: job.stale,
             },
         };
-        events.blocking_send(outcome).is_ok()
+        events.blocking_send(Event::Outcome(outcome)).is_ok()
     }
 }
 
@@ -164,7 +164,7 @@ pub async fn run(
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
 
-    let (events, event_rx) = mpsc::channel::<Outcome>(1024);
+    let (events, event_rx) = mpsc::channel::<Event>(1024);
     let recorder = Recorder::new(cache.clone(), report, opts.dry_run, files.len());
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
@@ -290,20 +290,45 @@ fn open_checked(config: &Config, path: &Path) -> Result<(Export, Layout), RunErr
 async fn stage<F>(
     ctx: &Arc<Ctx>,
     sender: &Arc<Sender>,
-    events: &mpsc::Sender<Outcome>,
+    events: &mpsc::Sender<Event>,
     produce: F,
 ) -> Result<bool, RunError>
 where
     F: FnOnce(Option<&mpsc::Sender<Job>>) -> Result<bool, RunError> + Send + 'static,
 {
     if ctx.opts.dry_run {
-        return tokio::task::spawn_blocking(move || produce(None)).await?;
+        let produced = tokio::task::spawn_blocking(move || produce(None)).await;
+        recorded(events).await;
+        return produced?;
     }
     let (jobs, job_rx) = mpsc::channel::<Job>(ctx.config.rate.max_in_flight * 2 + 16);
-    let send = tokio::spawn(sender.clone().run(job_rx, events.clone(), delivered));
+    let send = tokio::spawn(sender.clone().run(job_rx, events.clone(), delivered_event));
     let produced = tokio::task::spawn_blocking(move || produce(Some(&jobs))).await;
     send.await?;
+    recorded(events).await;
     produced?
+}
+
+/// What the record thread receives.
+enum Event {
+    Outcome(Outcome),
+    /// Answered once every earlier event is recorded.
+    Barrier(oneshot::Sender<()>),
+}
+
+fn delivered_event(job: Job, delivery: Delivery) -> Event {
+    Event::Outcome(delivered(job, delivery))
+}
+
+/// Waits until the record thread has recorded everything sent before. The next stage reads
+/// the cache (confirmed values, the outbox), so it must see this stage's outcomes: without
+/// this, a replay of an earlier run's failure could overtake the newer row that replaced it.
+async fn recorded(events: &mpsc::Sender<Event>) {
+    let (done, wait) = oneshot::channel();
+    if events.send(Event::Barrier(done)).await.is_ok() {
+        // An error means the record thread is gone; the run reports its failure.
+        let _ = wait.await;
+    }
 }
 
 /// Two passes over one file: duplicates first (a row may only be sent once we know its
@@ -314,7 +339,7 @@ fn prepare_file(
     file: usize,
     path: &Path,
     jobs: Option<&mpsc::Sender<Job>>,
-    events: &mpsc::Sender<Outcome>,
+    events: &mpsc::Sender<Event>,
 ) -> Result<bool, RunError> {
     let (mut export, layout) = open_checked(&ctx.config, path)?;
     let dups = Duplicates::scan(&mut export, &layout)?;
@@ -346,13 +371,14 @@ fn prepare_file(
 }
 
 /// Records an earlier run could not deliver: diffed again against what is confirmed now.
-/// Entries that a row of this run replaced were rewritten with this run's id, so they are
-/// skipped here.
+/// Entries that a row of this run replaced are gone (confirmed, rejected, unchanged) or
+/// carry this run's id (failed again), so they are skipped here; the barrier after each
+/// file guarantees those outcomes are recorded before this reads the outbox.
 fn replay_earlier(
     ctx: &Ctx,
     run_id: &str,
     jobs: Option<&mpsc::Sender<Job>>,
-    events: &mpsc::Sender<Outcome>,
+    events: &mpsc::Sender<Event>,
 ) -> Result<bool, RunError> {
     let decider = ctx.decider();
     for entry in ctx.cache.pending_before(run_id) {
@@ -380,11 +406,18 @@ fn replay_earlier(
 /// blocks on a full channel.
 fn record_all(
     mut recorder: Recorder,
-    mut events: mpsc::Receiver<Outcome>,
+    mut events: mpsc::Receiver<Event>,
     cancel: CancellationToken,
 ) -> Result<Recorder, RecordError> {
     let mut failure = None;
-    while let Some(outcome) = events.blocking_recv() {
+    while let Some(event) = events.blocking_recv() {
+        let outcome = match event {
+            Event::Outcome(o) => o,
+            Event::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         if failure.is_some() {
             continue;
         }
