@@ -26,9 +26,9 @@ use crate::model::Position;
 use crate::read::{Export, ReadError, line_of};
 use crate::record::{Origin, Outcome, RecordError, Recorder, Stale, Verdict};
 use crate::report::{Counts, FileSummary, Report, ReportError, Summary};
-use crate::send::{Delivery, Sender};
 use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
+use crate::send::{Delivery, Sender};
 pub use decide::{Decider, Duplicates, Job, Step, delivered};
 pub use progress::Progress;
 
