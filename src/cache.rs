@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
 
 use crate::diff::apply;
 use crate::model::{Change, Fields, Problem};
@@ -38,8 +41,8 @@ pub enum CacheError {
     },
     #[error("cache storage error: {0}")]
     Storage(#[from] sled::Error),
-    #[error("cache entry for account {reference:?} cannot be decoded: {source}")]
-    Decode {
+    #[error("cache entry for account {reference:?} cannot be encoded: {source}")]
+    Encode {
         reference: String,
         source: serde_json::Error,
     },
@@ -75,6 +78,18 @@ pub struct Cache {
 
 impl Cache {
     pub fn open(path: &Path) -> Result<Cache, CacheError> {
+        // The cache holds personal data: its directory is the owner's only.
+        if !path.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| CacheError::Open {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                })?;
+        }
         Cache::open_with(path, sled::Config::new().path(path))
     }
 
@@ -163,43 +178,48 @@ impl Cache {
     }
 
     /// Records a 2xx: the confirmed values absorb `changes` and any older rejection or
-    /// retry of the account is dropped, in one transaction.
+    /// retry of the account is dropped.
     pub fn confirm(&self, reference: &str, changes: &[Change]) -> Result<(), CacheError> {
-        let key = reference.as_bytes();
-        let result = (&self.confirmed, &self.rejected, &self.outbox).transaction(
-            |(confirmed, rejected, outbox)| {
-                let current: Fields = match confirmed.get(key)? {
-                    Some(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(ConflictableTransactionError::Abort)?,
-                    None => Fields::new(),
-                };
-                let next = serde_json::to_vec(&apply(&current, changes))
-                    .map_err(ConflictableTransactionError::Abort)?;
-                confirmed.insert(key, next)?;
-                rejected.remove(key)?;
-                outbox.remove(key)?;
-                Ok(())
-            },
-        );
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(source) => CacheError::Decode {
-                reference: reference.to_owned(),
-                source,
-            },
-            sled::transaction::TransactionError::Storage(e) => CacheError::Storage(e),
+        self.write(reference, |key, confirmed, rejected, outbox| {
+            let current: Fields = confirmed
+                .get(key)?
+                .and_then(|bytes| decode(reference, &bytes))
+                .unwrap_or_default();
+            let next = serde_json::to_vec(&apply(&current, changes))
+                .map_err(ConflictableTransactionError::Abort)?;
+            confirmed.insert(key, next)?;
+            rejected.remove(key)?;
+            outbox.remove(key)?;
+            Ok(())
         })
     }
 
-    /// Records a permanent rejection (400/403/404/409).
+    /// Records a permanent rejection (400/403/404/409...), replacing any kept retry.
     pub fn reject(&self, reference: &str, rejection: &Rejection) -> Result<(), CacheError> {
-        put(&self.rejected, reference, rejection)?;
-        self.outbox.remove(reference)?;
-        Ok(())
+        let bytes = encode(reference, rejection)?;
+        self.write(reference, |key, _, rejected, outbox| {
+            rejected.insert(key, bytes.as_slice())?;
+            outbox.remove(key)?;
+            Ok(())
+        })
     }
 
-    /// Keeps a record that failed transiently for the next run.
-    pub fn keep_pending(&self, reference: &str, pending: &Pending) -> Result<(), CacheError> {
-        put(&self.outbox, reference, pending)
+    /// Keeps a record that failed transiently for the next run; `drop_rejection` when the
+    /// row that failed replaced a remembered rejection.
+    pub fn keep_pending(
+        &self,
+        reference: &str,
+        pending: &Pending,
+        drop_rejection: bool,
+    ) -> Result<(), CacheError> {
+        let bytes = encode(reference, pending)?;
+        self.write(reference, |key, _, rejected, outbox| {
+            outbox.insert(key, bytes.as_slice())?;
+            if drop_rejection {
+                rejected.remove(key)?;
+            }
+            Ok(())
+        })
     }
 
     /// Forgets what a newer row made stale.
@@ -209,13 +229,41 @@ impl Cache {
         pending: bool,
         rejection: bool,
     ) -> Result<(), CacheError> {
-        if pending {
-            self.outbox.remove(reference)?;
+        if !(pending || rejection) {
+            return Ok(());
         }
-        if rejection {
-            self.rejected.remove(reference)?;
-        }
-        Ok(())
+        self.write(reference, |key, _, rejected, outbox| {
+            if pending {
+                outbox.remove(key)?;
+            }
+            if rejection {
+                rejected.remove(key)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One outcome's writes as one sled transaction over the three trees, so a crash or a
+    /// full disk never leaves half of them (a dropped retry without its replacement).
+    fn write<F>(&self, reference: &str, f: F) -> Result<(), CacheError>
+    where
+        F: Fn(
+            &[u8],
+            &TransactionalTree,
+            &TransactionalTree,
+            &TransactionalTree,
+        ) -> ConflictableTransactionResult<(), serde_json::Error>,
+    {
+        let key = reference.as_bytes();
+        (&self.confirmed, &self.rejected, &self.outbox)
+            .transaction(|(confirmed, rejected, outbox)| f(key, confirmed, rejected, outbox))
+            .map_err(|e| match e {
+                TransactionError::Abort(source) => CacheError::Encode {
+                    reference: reference.to_owned(),
+                    source,
+                },
+                TransactionError::Storage(e) => CacheError::Storage(e),
+            })
     }
 
     /// Outbox entries left by earlier runs (not `run_id`), in reference order.
@@ -224,18 +272,15 @@ impl Cache {
         run_id: &str,
     ) -> impl Iterator<Item = Result<(String, Pending), CacheError>> + '_ {
         let run_id = run_id.to_owned();
-        self.outbox
-            .iter()
-            .map(|kv| -> Result<(String, Pending), CacheError> {
-                let (k, v) = kv?;
-                let reference = String::from_utf8_lossy(&k).into_owned();
-                let pending = serde_json::from_slice(&v).map_err(|source| CacheError::Decode {
-                    reference: reference.clone(),
-                    source,
-                })?;
-                Ok((reference, pending))
-            })
-            .filter(move |r| !matches!(r, Ok((_, p)) if p.run_id == run_id))
+        self.outbox.iter().filter_map(move |kv| {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let reference = String::from_utf8_lossy(&k).into_owned();
+            let pending: Pending = decode(&reference, &v)?;
+            (pending.run_id != run_id).then_some(Ok((reference, pending)))
+        })
     }
 
     /// Forces everything written so far to disk.
@@ -263,26 +308,29 @@ fn get<T: for<'de> Deserialize<'de>>(
     tree: &sled::Tree,
     reference: &str,
 ) -> Result<Option<T>, CacheError> {
-    match tree.get(reference)? {
-        None => Ok(None),
-        Some(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| CacheError::Decode {
-                    reference: reference.to_owned(),
-                    source,
-                })
+    Ok(tree
+        .get(reference)?
+        .and_then(|bytes| decode(reference, &bytes)))
+}
+
+/// An entry that cannot be decoded is ignored with a warning rather than stopping every
+/// future run: for confirmed values that means the account's fields are sent again, which
+/// the API takes as a repeat, never as a loss.
+fn decode<T: for<'de> Deserialize<'de>>(reference: &str, bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(error) => {
+            tracing::warn!(reference, %error, "Ignoring a cache entry that cannot be decoded.");
+            None
         }
     }
 }
 
-fn put<T: Serialize>(tree: &sled::Tree, reference: &str, value: &T) -> Result<(), CacheError> {
-    let bytes = serde_json::to_vec(value).map_err(|source| CacheError::Decode {
+fn encode<T: Serialize>(reference: &str, value: &T) -> Result<Vec<u8>, CacheError> {
+    serde_json::to_vec(value).map_err(|source| CacheError::Encode {
         reference: reference.to_owned(),
         source,
-    })?;
-    tree.insert(reference, bytes)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -323,7 +371,7 @@ mod tests {
                 &[change("email", "a@b.co"), change("firstname", "Ann")],
             )
             .unwrap();
-        cache.keep_pending("A", &pending("r1")).unwrap();
+        cache.keep_pending("A", &pending("r1"), false).unwrap();
         let rejection = Rejection {
             fields: Fields::new(),
             problems: vec![],
@@ -348,8 +396,8 @@ mod tests {
         let path = dir.path().join("c");
         {
             let cache = Cache::open(&path).unwrap();
-            cache.keep_pending("old", &pending("r1")).unwrap();
-            cache.keep_pending("new", &pending("r2")).unwrap();
+            cache.keep_pending("old", &pending("r1"), false).unwrap();
+            cache.keep_pending("new", &pending("r2"), false).unwrap();
         }
         let cache = Cache::open(&path).unwrap();
         let refs: Vec<String> = cache.pending_before("r2").map(|r| r.unwrap().0).collect();

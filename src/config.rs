@@ -452,13 +452,17 @@ impl Checker<'_> {
     }
 
     fn rate(&self, raw: RawRate) -> Result<Rate, ConfigError> {
-        if !(raw.requests_per_second.is_finite() && raw.requests_per_second > 0.0) {
-            return Err(self.invalid("rate.requests_per_second", "must be a number above 0"));
+        if !(0.001..=1_000_000.0).contains(&raw.requests_per_second) {
+            return Err(self.invalid(
+                "rate.requests_per_second",
+                "must be between 0.001 and 1000000",
+            ));
         }
         let burst = NonZeroU32::new(raw.burst)
-            .ok_or_else(|| self.invalid("rate.burst", "must be at least 1"))?;
-        if raw.max_in_flight == 0 {
-            return Err(self.invalid("rate.max_in_flight", "must be at least 1"));
+            .filter(|b| b.get() <= 100_000)
+            .ok_or_else(|| self.invalid("rate.burst", "must be between 1 and 100000"))?;
+        if !(1..=1024).contains(&raw.max_in_flight) {
+            return Err(self.invalid("rate.max_in_flight", "must be between 1 and 1024"));
         }
         Ok(Rate {
             requests_per_second: raw.requests_per_second,

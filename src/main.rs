@@ -86,8 +86,13 @@ fn run(config_path: &std::path::Path, opts: RunOptions) -> anyhow::Result<RunRes
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(pipeline::run(&config, &token, opts))?;
     if let Some(why) = &result.summary.stopped {
+        let level = if result.summary.exit_code == i32::from(EXIT_FATAL) {
+            "error"
+        } else {
+            "warning"
+        };
         eprintln!(
-            "accountsync: error: {why}; check the token ([api].token_env / token_file in {}). Report: {}",
+            "accountsync: {level}: {why} (config {}; report {})",
             config.path.display(),
             result.report_dir.display()
         );

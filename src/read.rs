@@ -16,8 +16,6 @@ pub enum ReadError {
     },
     #[error("{path} is empty: an export needs at least a header line")]
     Empty { path: PathBuf },
-    #[error("{path}: the header line is not valid UTF-8; export the file as UTF-8")]
-    HeaderNotUtf8 { path: PathBuf },
     #[error("{path}: read failed near line {line}: {source}")]
     Csv {
         path: PathBuf,
@@ -57,13 +55,12 @@ impl Export {
                 path: path.to_path_buf(),
             });
         }
+        // Lossy: a stray byte in an unmapped header must not refuse the file; a mapped header
+        // with one no longer matches and is reported as missing, with the headers found.
         let header = raw
             .iter()
-            .map(|h| std::str::from_utf8(h).map(str::to_owned))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ReadError::HeaderNotUtf8 {
-                path: path.to_path_buf(),
-            })?;
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .collect();
         Ok(Export {
             path: path.to_path_buf(),
             reader,

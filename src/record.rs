@@ -54,46 +54,45 @@ pub struct Outcome {
     pub stale: Stale,
 }
 
+/// Writes the cache even in a dry run: a dry run's cache is a private copy, and recording
+/// its "would send" outcomes there is what makes the second file of a dry run, and the
+/// outbox replay after it, predict what a real run would do.
 pub struct Recorder {
     cache: Cache,
-    dry_run: bool,
     report: Report,
     pub files: Vec<Counts>,
     pub earlier: Counts,
 }
 
 impl Recorder {
-    pub fn new(cache: Cache, report: Report, dry_run: bool, files: usize) -> Recorder {
+    pub fn new(cache: Cache, report: Report, files: usize) -> Recorder {
         Recorder {
             cache,
-            dry_run,
             report,
             files: vec![Counts::default(); files],
             earlier: Counts::default(),
         }
     }
 
+    /// Counts the outcome, writes its report rows, then its one cache transaction.
     pub fn record(&mut self, o: Outcome) -> Result<(), RecordError> {
         let counts = match o.origin {
             Origin::File(i) => &mut self.files[i],
             Origin::Earlier => &mut self.earlier,
         };
         counts.rows_read += 1;
-        let write = !self.dry_run;
         let r = o.reference.as_str();
-        if write && (o.stale.pending || o.stale.rejection) {
-            self.cache.forget(r, o.stale.pending, o.stale.rejection)?;
-        }
         match o.verdict {
-            Verdict::Unchanged => counts.unchanged += 1,
+            Verdict::Unchanged => {
+                counts.unchanged += 1;
+                self.cache.forget(r, o.stale.pending, o.stale.rejection)?;
+            }
             Verdict::Updated(patch) => {
                 counts.updated += 1;
-                if write {
-                    self.cache.confirm(r, &patch.changes)?;
-                }
                 for c in &patch.changes {
                     self.report.change(&o.pos, r, c)?;
                 }
+                self.cache.confirm(r, &patch.changes)?;
                 tracing::debug!(reference = r, fields = patch.changes.len(), "Updated.");
             }
             Verdict::Rejected { problems, remember } => {
@@ -101,24 +100,23 @@ impl Recorder {
                 for p in &problems {
                     self.report.problem(&o.pos, r, p)?;
                 }
-                if write && let Some(fields) = remember {
-                    self.cache.reject(r, &Rejection { fields, problems })?;
+                match remember {
+                    Some(fields) => self.cache.reject(r, &Rejection { fields, problems })?,
+                    None => self.cache.forget(r, o.stale.pending, o.stale.rejection)?,
                 }
             }
             Verdict::Failed { problem, fields } => {
                 counts.failed += 1;
                 self.report.problem(&o.pos, r, &problem)?;
                 tracing::debug!(reference = r, status = ?problem.http_status, "Failed; kept for the next run.");
-                if write {
-                    let pending = Pending {
-                        fields,
-                        file: o.pos.file.to_string(),
-                        line: o.pos.line,
-                        run_id: self.report.run_id().to_owned(),
-                        problem,
-                    };
-                    self.cache.keep_pending(r, &pending)?;
-                }
+                let pending = Pending {
+                    fields,
+                    file: o.pos.file.to_string(),
+                    line: o.pos.line,
+                    run_id: self.report.run_id().to_owned(),
+                    problem,
+                };
+                self.cache.keep_pending(r, &pending, o.stale.rejection)?;
             }
         }
         Ok(())

@@ -91,14 +91,19 @@ fn phone_rules(s: &str, limit: usize, label: &str, field: &str, out: &mut Vec<Pr
     }
 }
 
-/// RFC 5322 syntax (email_address) plus a dotted domain: the API serves people, and an
-/// address such as `jane@localhost` is a CRM typo far more often than a real mailbox.
+/// RFC 5322 address syntax (email_address), without a display name (`Jane <j@x.co>` is
+/// not an address the API stores), and with a dotted domain: `jane@localhost` is a CRM
+/// typo far more often than a real mailbox.
 pub fn email_ok(s: &str) -> bool {
     let Some((_, domain)) = s.rsplit_once('@') else {
         return false;
     };
     let dotted = domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
-    dotted && email_address::EmailAddress::is_valid(s)
+    let options = email_address::Options {
+        allow_display_text: false,
+        ..email_address::Options::default()
+    };
+    dotted && email_address::EmailAddress::parse_with_options(s, options).is_ok()
 }
 
 #[cfg(test)]

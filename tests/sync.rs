@@ -456,3 +456,38 @@ fn a_newer_row_replaces_a_record_kept_from_an_earlier_run() {
         "{run2}"
     );
 }
+
+#[test]
+fn a_redirect_stops_the_run_like_a_wrong_url() {
+    let _timing = shared();
+    let wd = Workdir::new("redirect");
+    let sb = Sandbox::start(&wd, &["--fail-reference", "R-005", "--fail-status", "302"]);
+    wd.configure(&Conf {
+        max_in_flight: 1,
+        ..Conf::new(&sb)
+    });
+    let file = wd.write("export.csv", numbered_export("R-", 20));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2)
+        .expect_stderr("HTTP 302")
+        .expect_stderr("base_url");
+    let summary = run.summary();
+    assert!(
+        summary["stopped"]
+            .as_str()
+            .is_some_and(|s| s.contains("HTTP 302")),
+        "{summary:#}"
+    );
+    assert!(
+        sb.request_count() < 20,
+        "the run went on after the redirect\n{run}"
+    );
+    let redirected: Vec<_> = run
+        .errors()
+        .into_iter()
+        .filter(|e| e["accountreference"] == "R-005")
+        .collect();
+    assert_eq!(redirected.len(), 1, "{run}");
+    assert_eq!(redirected[0]["category"], "failed");
+    assert_eq!(redirected[0]["http_status"], "302");
+}

@@ -72,6 +72,9 @@ pub enum Step {
 pub struct Duplicates {
     hashers: (RandomState, RandomState),
     lines: HashMap<u128, Vec<u64>>,
+    /// Bytes the first pass read; the second pass must read the same, or the file changed
+    /// in between and the duplicate verdicts would not cover it.
+    pub bytes: u64,
 }
 
 impl Duplicates {
@@ -95,6 +98,7 @@ impl Duplicates {
                 Some(&at) => dups.lines.entry(key).or_insert_with(|| vec![at]).push(line),
             }
         }
+        dups.bytes = export.offset();
         Ok(dups)
     }
 
@@ -147,7 +151,12 @@ impl Decider<'_> {
         if let Some(reference) = layout.reference(record)
             && let Some(lines) = dups.lines(reference)
         {
-            let list: Vec<String> = lines.iter().map(u64::to_string).collect();
+            // At most 10 lines: a reference column mapped to a constant would otherwise
+            // write every line number on every row, quadratic in the file size.
+            let mut list: Vec<String> = lines.iter().take(10).map(u64::to_string).collect();
+            if lines.len() > 10 {
+                list.push(format!("and {} more", lines.len() - 10));
+            }
             let problem = Problem {
                 category: Category::Duplicate,
                 http_status: None,

@@ -116,7 +116,7 @@ fn unchanged_rows_send_nothing_and_replace_a_kept_retry() {
         run_id: "r0".into(),
         problem: Problem::invalid("", "x"),
     };
-    f.cache.keep_pending("A", &pending).unwrap();
+    f.cache.keep_pending("A", &pending, false).unwrap();
     let (v, stale, sent) = verdict(f.decide(["A", " A@B.CO "], false, &Duplicates::default()));
     assert!(!sent);
     assert_eq!(v, Verdict::Unchanged);
@@ -175,5 +175,22 @@ fn duplicates_are_found_in_a_first_pass_and_reported_alone() {
     assert_eq!(
         problems[0].message,
         "accountreference is on more than one row of this file (lines 3, 5); none of them was sent"
+    );
+}
+
+#[test]
+fn a_long_duplicate_list_is_cut_after_ten_lines() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.csv");
+    std::fs::write(&path, format!("Ref,Email\n{}", "Z,z@z.co\n".repeat(25))).unwrap();
+    let dups = Duplicates::scan(&mut Export::open(&path, b',').unwrap(), &f.layout).unwrap();
+    let (v, _, _) = verdict(f.decide(["Z", "z@z.co"], false, &dups));
+    let Verdict::Rejected { problems, .. } = v else {
+        panic!()
+    };
+    assert_eq!(
+        problems[0].message,
+        "accountreference is on more than one row of this file (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, and 15 more); none of them was sent"
     );
 }

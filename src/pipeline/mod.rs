@@ -28,7 +28,7 @@ use crate::record::{Origin, Outcome, RecordError, Recorder, Stale, Verdict};
 use crate::report::{Counts, FileSummary, Report, ReportError, Summary};
 use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
-use crate::send::{Delivery, Sender};
+use crate::send::{Delivery, Sender, Stop};
 pub use decide::{Decider, Duplicates, Job, Step, delivered};
 pub use progress::Progress;
 
@@ -48,6 +48,10 @@ pub enum RunError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(
+        "{file} changed while it was being read; the rows read so far are recorded, sync the file again once the CRM has finished writing it"
+    )]
+    Changed { file: PathBuf },
     #[error("internal error: a pipeline task stopped unexpectedly: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -113,6 +117,10 @@ impl Ctx {
 }
 
 /// One `run`: the files (or the inbox), then what earlier runs left in the outbox.
+///
+/// `Err` only for problems found before anything is sent (config, headers, cache lock,
+/// report folder). Once the report exists, a failure stops the run but still writes the
+/// report, with `stopped` saying why and exit code 2.
 pub async fn run(
     config: &Config,
     token: &SecretString,
@@ -126,11 +134,15 @@ pub async fn run(
     } else {
         opts.files.clone()
     };
+    if from_inbox && files.is_empty() {
+        tracing::warn!(dir = %config.input.dir.display(), pattern = config.input.pattern, "The inbox holds no export to sync.");
+    }
     // Every file is checked before anything is sent, so a bad header in the third file
     // stops the run before the first two have changed anything.
     for path in &files {
         open_checked(config, path)?;
     }
+    let client = Client::new(&config.api, token)?;
     let cache = if opts.dry_run {
         Cache::open_copy(&config.cache_path)?
     } else {
@@ -146,7 +158,6 @@ pub async fn run(
         "Run started."
     );
 
-    let client = Client::new(&config.api, token)?;
     let sender = Arc::new(Sender::new(
         client,
         Throttle::new(&config.rate),
@@ -163,60 +174,36 @@ pub async fn run(
         opts: opts.clone(),
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
-
     let (events, event_rx) = mpsc::channel::<Event>(1024);
-    let recorder = Recorder::new(cache.clone(), report, opts.dry_run, files.len());
+    let recorder = Recorder::new(cache.clone(), report, files.len());
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
 
-    let mut complete = vec![false; files.len()];
-    let mut failure = None;
-    for (i, path) in files.iter().enumerate() {
-        if ctx.cancel.is_cancelled() {
-            break;
-        }
-        let (ctx2, path2, events2) = (ctx.clone(), path.clone(), events.clone());
-        match stage(&ctx, &sender, &events, move |jobs| {
-            prepare_file(&ctx2, i, &path2, jobs, &events2)
-        })
-        .await
-        {
-            Ok(done) => complete[i] = done,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    if failure.is_none() && !ctx.cancel.is_cancelled() {
-        let (ctx2, events2, run_id2) = (ctx.clone(), events.clone(), run_id.clone());
-        if let Err(e) = stage(&ctx, &sender, &events, move |jobs| {
-            replay_earlier(&ctx2, &run_id2, jobs, &events2)
-        })
-        .await
-        {
-            failure = Some(e);
-        }
-    }
+    let (complete, failure) = sync_all(&ctx, &sender, &events, &files, &run_id).await;
     drop(events);
     watcher.abort();
     ctx.progress.finish();
-    let recorded = record_task.await?;
-    cache.flush().await?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let recorder = recorded?;
+    let (recorder, record_failure) = record_task.await?;
+    let flushed = cache.flush().await.err();
+    let failure = failure
+        .or(record_failure.map(RunError::from))
+        .or(flushed.map(RunError::from));
+    let stop = match failure {
+        Some(e) => Some(Stop {
+            reason: e.to_string(),
+            fatal: true,
+        }),
+        None => sender.stopped(),
+    };
     let (report, per_file, earlier) = recorder.into_report();
 
-    let unauthorized = sender.stats.unauthorized.load(Ordering::Relaxed);
     let mut summaries = Vec::new();
     let mut total = Counts::default();
     for ((path, counts), done) in files.iter().zip(per_file).zip(complete) {
         total.add(&counts);
         let archived_to = match &config.input.archive_dir {
-            Some(dir) if from_inbox && done && !opts.dry_run => {
-                Some(inbox::archive(path, dir)?.display().to_string())
+            Some(dir) if from_inbox && done && !opts.dry_run && stop.is_none() => {
+                archive(path, dir)
             }
             _ => None,
         };
@@ -227,12 +214,11 @@ pub async fn run(
             archived_to,
         });
     }
-    let exit_code = if unauthorized {
-        2
-    } else if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 {
-        1
-    } else {
-        0
+    let exit_code = match &stop {
+        Some(s) if s.fatal => 2,
+        Some(_) => 1,
+        None if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 => 1,
+        None => 0,
     };
     let elapsed = clock.elapsed().as_secs_f64();
     let requests = sender.stats.requests.load(Ordering::Relaxed);
@@ -253,7 +239,7 @@ pub async fn run(
         } else {
             0.0
         },
-        stopped: unauthorized.then(|| "the API refused the token (HTTP 401)".to_owned()),
+        stopped: stop.map(|s| s.reason),
         exit_code,
     };
     report.finish(&summary)?;
@@ -272,6 +258,50 @@ pub async fn run(
         summary,
         report_dir,
     })
+}
+
+/// The files in order, then the replay of earlier runs' outbox. Returns which files were
+/// read to the end, and the failure that stopped the run, if any.
+async fn sync_all(
+    ctx: &Arc<Ctx>,
+    sender: &Arc<Sender>,
+    events: &mpsc::Sender<Event>,
+    files: &[PathBuf],
+    run_id: &str,
+) -> (Vec<bool>, Option<RunError>) {
+    let mut complete = vec![false; files.len()];
+    for (i, path) in files.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            return (complete, None);
+        }
+        let (ctx2, path2, events2) = (ctx.clone(), path.clone(), events.clone());
+        let produce =
+            move |jobs: Option<&mpsc::Sender<Job>>| prepare_file(&ctx2, i, &path2, jobs, &events2);
+        match stage(ctx, sender, events, produce).await {
+            Ok(done) => complete[i] = done,
+            Err(e) => return (complete, Some(e)),
+        }
+    }
+    if ctx.cancel.is_cancelled() {
+        return (complete, None);
+    }
+    let (ctx2, events2, run_id2) = (ctx.clone(), events.clone(), run_id.to_owned());
+    let produce =
+        move |jobs: Option<&mpsc::Sender<Job>>| replay_earlier(&ctx2, &run_id2, jobs, &events2);
+    let failure = stage(ctx, sender, events, produce).await.err();
+    (complete, failure)
+}
+
+/// Moves a fully synced inbox file away. A failure only costs a re-read next night (every
+/// row then diffs as unchanged), so it is a warning, not a failed run.
+fn archive(path: &Path, dir: &Path) -> Option<String> {
+    match inbox::archive(path, dir) {
+        Ok(to) => Some(to.display().to_string()),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot archive a synced export; the next run reads it again.");
+            None
+        }
+    }
 }
 
 /// Opens an export and resolves its header against `[columns]`.
@@ -366,6 +396,11 @@ fn prepare_file(
             ctx.progress.set_offset(export.offset());
         }
     }
+    if export.offset() != dups.bytes {
+        return Err(RunError::Changed {
+            file: path.to_path_buf(),
+        });
+    }
     ctx.progress.set_offset(export.size());
     Ok(true)
 }
@@ -403,12 +438,13 @@ fn replay_earlier(
 }
 
 /// The record thread. On a write error it stops the run but keeps draining, so no stage
-/// blocks on a full channel.
+/// blocks on a full channel; the recorder comes back either way so the report can be
+/// finished.
 fn record_all(
     mut recorder: Recorder,
     mut events: mpsc::Receiver<Event>,
     cancel: CancellationToken,
-) -> Result<Recorder, RecordError> {
+) -> (Recorder, Option<RecordError>) {
     let mut failure = None;
     while let Some(event) = events.blocking_recv() {
         let outcome = match event {
@@ -427,8 +463,5 @@ fn record_all(
             failure = Some(e);
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(recorder),
-    }
+    (recorder, failure)
 }

@@ -17,9 +17,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Bodies of error answers are read up to this size; more is noise, and a hostile or broken
-/// server must not make us buffer without bound.
-const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Bodies are read up to this size; more is noise, and a hostile or broken server must not
+/// make us buffer without bound.
+const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -64,7 +64,7 @@ impl Client {
     }
 
     pub async fn patch(&self, reference: &str, body: Vec<u8>) -> Result<Answer, reqwest::Error> {
-        let response = self
+        let mut response = self
             .http
             .patch(account_url(&self.base_url, reference))
             .header(AUTHORIZATION, self.auth.clone())
@@ -79,11 +79,14 @@ impl Client {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // A 2xx body (the account echoed back) is not needed, since the cache keeps what was
+        // sent, but it is read anyway: a connection goes back to the pool only once its
+        // response is read to the end.
+        let bytes = read_bounded(&mut response).await?;
         let body = if (200..300).contains(&status) {
-            String::new() // the echo of the account is not needed: the cache keeps what was sent
+            String::new()
         } else {
-            let bytes = response.bytes().await?;
-            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)]).into_owned()
+            String::from_utf8_lossy(&bytes).into_owned()
         };
         Ok(Answer {
             status,
@@ -91,6 +94,19 @@ impl Client {
             body,
         })
     }
+}
+
+/// Reads a body up to [`MAX_BODY`]; a longer one is cut (and its connection not reused).
+async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() == MAX_BODY {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// `{base_url}/accounts/{reference}` with the reference as one encoded segment.

@@ -7,7 +7,9 @@ pub mod retry;
 pub mod throttle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -35,8 +37,20 @@ pub struct SendStats {
     pub retries: AtomicU64,
     pub throttled: AtomicU64,
     pub in_flight: AtomicU64,
-    pub unauthorized: AtomicBool,
 }
+
+/// Why the send stage stopped the run early. `fatal` runs exit 2 (the run could not
+/// proceed: the token or the URL is wrong); others exit 1 with the unsent records kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    pub reason: String,
+    pub fatal: bool,
+}
+
+/// A `Retry-After` longer than this stops sending for the run instead of holding it open:
+/// the records are kept and the next run tries again. The contract forbids starting a
+/// request before the time has passed, not giving up earlier.
+const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 
 pub struct Sender {
     client: Client,
@@ -46,6 +60,7 @@ pub struct Sender {
     /// Cancelled on 401 (and by a caller that wants to stop): no new request starts.
     pub cancel: CancellationToken,
     pub stats: Arc<SendStats>,
+    stop: Mutex<Option<Stop>>,
 }
 
 impl Sender {
@@ -57,7 +72,22 @@ impl Sender {
             max_in_flight,
             cancel: CancellationToken::new(),
             stats: Arc::default(),
+            stop: Mutex::new(None),
         }
+    }
+
+    /// Stops the run: no new request starts. The first reason wins.
+    pub fn stop(&self, reason: String, fatal: bool) {
+        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        if stop.is_none() {
+            tracing::error!(reason, "Stopping the run.");
+            *stop = Some(Stop { reason, fatal });
+        }
+        self.cancel.cancel();
+    }
+
+    pub fn stopped(&self) -> Option<Stop> {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Delivers every job from `jobs` and hands `(job, delivery)` to `done`, in completion
@@ -141,14 +171,12 @@ impl Sender {
                 Decision::Success => return Delivery::Confirmed,
                 Decision::Reject(problems) => return Delivery::Rejected(problems),
                 Decision::Unauthorized => {
-                    self.stats.unauthorized.store(true, Ordering::Relaxed);
-                    self.cancel.cancel();
-                    return Delivery::Failed(failed(
-                        Some(401),
-                        "the API refused the token (HTTP 401); the run stopped".into(),
-                    ));
+                    let why = "the API refused the token (HTTP 401); the run stopped";
+                    self.stop(format!("{why}; check [api].token_env / token_file"), true);
+                    return Delivery::Failed(failed(Some(401), why.into()));
                 }
                 Decision::GiveUp { status, detail } => {
+                    self.stop(detail.clone(), true);
                     return Delivery::Failed(failed(status, detail));
                 }
                 Decision::Retry {
@@ -160,6 +188,15 @@ impl Sender {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(wait) = retry_after {
+                        if wait > MAX_PAUSE {
+                            let why = format!(
+                                "the API asked to wait {} s before the next request (Retry-After), more than {} s; records not sent are kept for the next run",
+                                wait.as_secs(),
+                                MAX_PAUSE.as_secs()
+                            );
+                            self.stop(why.clone(), false);
+                            return Delivery::Failed(failed(status, why));
+                        }
                         self.throttle.pause_for(wait);
                     }
                     last = (status, detail);

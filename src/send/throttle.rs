@@ -18,8 +18,10 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(rate: &Rate) -> Throttle {
-        let period = Duration::from_secs_f64(1.0 / rate.requests_per_second);
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+        // Rounded up to the nanosecond: a period rounded down would let the rate creep over
+        // the ceiling. Config bounds keep this finite and governor's arithmetic in range.
+        let nanos = (1e9 / rate.requests_per_second).ceil().max(1.0) as u64;
+        let quota = Quota::with_period(Duration::from_nanos(nanos))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(rate.burst);
         Throttle {
@@ -45,7 +47,9 @@ impl Throttle {
 
     /// No request starts before `now + wait`.
     pub fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return; // callers cap `wait`; an unrepresentable instant cannot be waited for anyway
+        };
         let mut guard = self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none_or(|u| u < until) {
             *guard = Some(until);
