@@ -12,7 +12,8 @@
 //!
 //! It prints a markdown table for the README and writes it to `target/bench-pipeline.md`.
 //! The `CARGO_BIN_EXE_*` binaries cargo hands a bench are built with the bench profile
-//! (release settings), like this file.
+//! (release settings), like this file. They are copied into the temporary folder first, so a
+//! `cargo build --release` elsewhere in the tree cannot swap them between two steps.
 //!
 //! Goals from the issue: warm dry run under 3× the bare parse, peak RSS under 200 MB.
 
@@ -41,6 +42,7 @@ fn main() -> BenchResult<()> {
         .prefix("accountsync-bench-")
         .tempdir()?;
     let dir = tmp.path().to_path_buf();
+    let bins = Bins::snapshot(&dir)?;
     let export = dir.join("crm-export-bench.csv");
 
     eprintln!(
@@ -66,19 +68,18 @@ fn main() -> BenchResult<()> {
     steps.push(bare);
 
     let config = dir.join("accountsync.toml");
-    let reports = dir.join("reports");
     // No sandbox runs yet: a dry run never connects, so any address will do.
     write_config(&config, &dir, "http://127.0.0.1:9/rest/api")?;
 
     eprintln!("2/4 dry run, empty cache ...");
-    let (cold, summary) = accountsync(&config, &reports, &export, true, "dry run, empty cache")?;
+    let (cold, summary) = accountsync(&bins, &config, &export, true, "dry run, empty cache")?;
     check(&mut notes, &cold.label, &summary, args.rows, (0, args.rows));
     steps.push(cold);
 
     eprintln!("3/4 real run against the sandbox, filling the cache ...");
-    let sandbox = Sandbox::start(&dir)?;
+    let sandbox = Sandbox::start(&bins, &dir)?;
     write_config(&config, &dir, &sandbox.base_url)?;
-    let fill = accountsync(&config, &reports, &export, false, "real run → sandbox");
+    let fill = accountsync(&bins, &config, &export, false, "real run → sandbox");
     let sandbox_usage = sandbox.stop()?;
     let (mut fill, summary) = fill?;
     check(&mut notes, &fill.label, &summary, args.rows, (0, args.rows));
@@ -89,7 +90,7 @@ fn main() -> BenchResult<()> {
     steps.push(fill.clone());
 
     eprintln!("4/4 dry run, warm cache ...");
-    let (warm, summary) = accountsync(&config, &reports, &export, true, "dry run, warm cache")?;
+    let (warm, summary) = accountsync(&bins, &config, &export, true, "dry run, warm cache")?;
     check(&mut notes, &warm.label, &summary, args.rows, (args.rows, 0));
     steps.push(warm.clone());
 
@@ -207,7 +208,9 @@ impl Usage {
 /// peak RSS (`ru_maxrss`, the kernel's high-water mark, so nothing between two samples is
 /// missed as polling `/proc/PID/status` could) and CPU time. `getrusage(RUSAGE_CHILDREN)`
 /// would not do: it reports the largest of *all* reaped children so far, so a small run
-/// after a big one would inherit the big one's peak. The `Child` is not waited by std
+/// after a big one would inherit the big one's peak. (`ru_maxrss` survives `execve`, so a
+/// child's figure is at least this bench's RSS when it was spawned: a few MB, as the
+/// generator streams and nothing here holds the file.) The `Child` is not waited by std
 /// afterwards (it would find nothing to reap); dropping it only closes its pipes.
 fn wait_with_usage(child: Child) -> io::Result<(i32, Usage)> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
@@ -234,10 +237,24 @@ fn wait_with_usage(child: Child) -> io::Result<(i32, Usage)> {
     Ok((code, Usage::of(&ru)))
 }
 
-/// The floor: the csv crate alone, reading `ByteRecord`s and counting them. Peak RSS is this
-/// process's high-water mark (`RUSAGE_SELF`), which includes the generator before it; the
-/// generator streams, so it stays a few MB.
+/// This process's peak RSS in KiB since the last [`reset_peak_rss`], from `VmHWM` in
+/// `/proc/self/status`. Not `getrusage(RUSAGE_SELF)`: Linux carries `ru_maxrss` across
+/// `execve`, so it would report cargo's own peak (the process that spawned this bench).
+fn own_peak_rss_kib() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0; without it the peak includes the generator,
+/// which streams and stays small).
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The floor: the csv crate alone, reading `ByteRecord`s and counting them, in this process.
 fn bare_csv_pass(path: &Path) -> BenchResult<Step> {
+    reset_peak_rss();
     let started = Instant::now();
     let cpu_before = Usage::of_self().cpu;
     let mut reader = csv::ReaderBuilder::new().from_path(path)?;
@@ -252,22 +269,48 @@ fn bare_csv_pass(path: &Path) -> BenchResult<Step> {
         label: "bare csv pass (csv crate, ByteRecord)".into(),
         rows,
         wall,
-        peak_rss_kib: usage.peak_rss_kib,
+        peak_rss_kib: own_peak_rss_kib().unwrap_or(usage.peak_rss_kib),
         cpu: usage.cpu.saturating_sub(cpu_before),
     })
 }
 
+/// Private copies of the two binaries.
+struct Bins {
+    accountsync: PathBuf,
+    sandbox: PathBuf,
+}
+
+impl Bins {
+    fn snapshot(dir: &Path) -> io::Result<Bins> {
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin)?;
+        let copy = |from: &str, name: &str| -> io::Result<PathBuf> {
+            let to = bin.join(name);
+            fs::copy(from, &to)?; // keeps the executable bit
+            Ok(to)
+        };
+        Ok(Bins {
+            accountsync: copy(env!("CARGO_BIN_EXE_accountsync"), "accountsync")?,
+            sandbox: copy(
+                env!("CARGO_BIN_EXE_accountsync-sandbox"),
+                "accountsync-sandbox",
+            )?,
+        })
+    }
+}
+
 /// Runs `accountsync run [--dry-run] FILE` and returns its step and its `summary.json`.
 fn accountsync(
+    bins: &Bins,
     config: &Path,
-    reports: &Path,
     export: &Path,
     dry_run: bool,
     label: &str,
 ) -> BenchResult<(Step, Value)> {
-    let before = entries(reports);
+    let reports = config.with_file_name("reports");
+    let before = entries(&reports);
     let stderr = File::create(config.with_file_name(format!("{}.stderr", slug(label))))?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_accountsync"));
+    let mut cmd = Command::new(&bins.accountsync);
     cmd.arg("--config").arg(config).arg("run");
     if dry_run {
         cmd.arg("--dry-run");
@@ -282,7 +325,7 @@ fn accountsync(
     let child = cmd.spawn()?;
     let (code, usage) = wait_with_usage(child)?;
     let wall = started.elapsed();
-    let summary = new_entries(reports, &before)
+    let summary = new_entries(&reports, &before)
         .into_iter()
         .map(|d| d.join("summary.json"))
         .find(|p| p.is_file())
@@ -326,8 +369,8 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn start(dir: &Path) -> BenchResult<Sandbox> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_accountsync-sandbox"))
+    fn start(bins: &Bins, dir: &Path) -> BenchResult<Sandbox> {
+        let mut child = Command::new(&bins.sandbox)
             .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
             .args([
                 "--custom-parameters",
@@ -783,7 +826,8 @@ fn render(args: &Args, bytes: u64, steps: &[Step], req: Requests, notes: &[Strin
         .map_or(1.0, |s| s.wall.as_secs_f64().max(1e-9));
     let _ = writeln!(
         md,
-        "Pipeline benchmark (`cargo bench --bench pipeline`): {} rows, {:.1} MB ({:.0} bytes/row), {}.\n",
+        "Pipeline benchmark (`cargo bench --bench pipeline`) at {}: {} rows, {:.1} MB ({:.0} bytes/row), {}.\n",
+        revision(),
         group(args.rows),
         mb(bytes),
         bytes as f64 / args.rows as f64,
@@ -853,6 +897,22 @@ fn machine() -> String {
     format!("{cores} cores ({model})")
 }
 
+/// `git describe --always --dirty` of the tree the binaries were built from, if git is there.
+fn revision() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(
+            || "an unknown revision".into(),
+            |s| format!("`{}`", s.trim()),
+        )
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -869,7 +929,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -3,7 +3,9 @@
 //! - `confirmed`: the values the API last confirmed (2xx), what the diff compares against;
 //! - `rejected`: a row the API rejected permanently, so an unchanged row is not resent;
 //! - `outbox`: a row that failed transiently, retried on the next run even if the next
-//!   export no longer has it.
+//!   export no longer has it;
+//! - `digests`: a fingerprint of the last row confirmed in full, the fast path to
+//!   "unchanged".
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use sled::transaction::{
 };
 
 use crate::diff::apply;
+use crate::model::RowDigest;
 use crate::model::{Change, Fields, Problem};
 
 /// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
@@ -72,12 +75,18 @@ pub struct Cache {
     confirmed: sled::Tree,
     rejected: sled::Tree,
     outbox: sled::Tree,
+    /// Fingerprints of fully confirmed rows: a small tree that answers "unchanged" for the
+    /// common nightly row without reading its (larger) confirmed values.
+    digests: sled::Tree,
     /// The private copy a dry run works on, removed when the last handle goes.
     _copy: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Cache {
-    pub fn open(path: &Path) -> Result<Cache, CacheError> {
+    /// `memory_mb` bounds sled's page cache (its default, 1 GiB, is what a big run's RSS
+    /// grows to). Lookups follow the export's order, not the tree's, so a cache smaller
+    /// than the database pages nodes in and out: speed for memory, the operator's choice.
+    pub fn open(path: &Path, memory_mb: u64) -> Result<Cache, CacheError> {
         // The cache holds personal data: its directory is the owner's only.
         if !path.exists() {
             use std::os::unix::fs::DirBuilderExt;
@@ -90,17 +99,17 @@ impl Cache {
                     source: e.into(),
                 })?;
         }
-        Cache::open_with(path, sled::Config::new().path(path))
+        Cache::open_with(path, sled::Config::new().path(path), memory_mb)
     }
 
     /// Opens a private copy of the cache, for dry runs. sled writes even when only read
     /// (recovery leaves a new snapshot file), and a dry run must leave the cache exactly as it
     /// was, so it reads a copy taken under the cache's lock. A missing cache gives an empty
     /// in-memory one rather than creating the directory.
-    pub fn open_copy(path: &Path) -> Result<Cache, CacheError> {
+    pub fn open_copy(path: &Path, memory_mb: u64) -> Result<Cache, CacheError> {
         let lock_file = path.join("db");
         if !lock_file.exists() {
-            return Cache::open_with(path, sled::Config::new().temporary(true));
+            return Cache::open_with(path, sled::Config::new().temporary(true), memory_mb);
         }
         let copy_err = |source: std::io::Error| CacheError::Copy {
             path: path.to_path_buf(),
@@ -123,13 +132,16 @@ impl Cache {
         let copy = dir.path().join("cache");
         copy_dir(path, &copy).map_err(copy_err)?;
         drop(lock);
-        let mut cache = Cache::open_with(&copy, sled::Config::new().path(&copy))?;
+        let mut cache = Cache::open_with(&copy, sled::Config::new().path(&copy), memory_mb)?;
         cache._copy = Some(Arc::new(dir));
         Ok(cache)
     }
 
-    fn open_with(path: &Path, config: sled::Config) -> Result<Cache, CacheError> {
-        let opened = config.mode(sled::Mode::LowSpace).open();
+    fn open_with(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Cache, CacheError> {
+        let opened = config
+            .mode(sled::Mode::LowSpace)
+            .cache_capacity(memory_mb * 1024 * 1024)
+            .open();
         let db = match opened {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -160,6 +172,7 @@ impl Cache {
             confirmed: db.open_tree("confirmed")?,
             rejected: db.open_tree("rejected")?,
             outbox: db.open_tree("outbox")?,
+            digests: db.open_tree("digests")?,
             db,
             _copy: None,
         })
@@ -177,21 +190,40 @@ impl Cache {
         get(&self.outbox, reference)
     }
 
-    /// Records a 2xx: the confirmed values absorb `changes` and any older rejection or
+    /// The fingerprint of the last row whose values the API confirmed in full.
+    pub fn row_digest(&self, reference: &str) -> Result<Option<RowDigest>, CacheError> {
+        Ok(self
+            .digests
+            .get(reference)?
+            .and_then(|v| RowDigest::try_from(v.as_ref()).ok()))
+    }
+
+    /// Records a 2xx: the confirmed values absorb `changes`, `row` (the fingerprint of the
+    /// whole row that was sent) becomes the account's digest, and any older rejection or
     /// retry of the account is dropped.
-    pub fn confirm(&self, reference: &str, changes: &[Change]) -> Result<(), CacheError> {
-        self.write(reference, |key, confirmed, rejected, outbox| {
-            let current: Fields = confirmed
-                .get(key)?
-                .and_then(|bytes| decode(reference, &bytes))
-                .unwrap_or_default();
-            let next = serde_json::to_vec(&apply(&current, changes))
-                .map_err(ConflictableTransactionError::Abort)?;
-            confirmed.insert(key, next)?;
-            rejected.remove(key)?;
-            outbox.remove(key)?;
-            Ok(())
-        })
+    pub fn confirm(
+        &self,
+        reference: &str,
+        changes: &[Change],
+        row: RowDigest,
+    ) -> Result<(), CacheError> {
+        let key = reference.as_bytes();
+        let trees = (&self.confirmed, &self.rejected, &self.outbox, &self.digests);
+        trees
+            .transaction(|(confirmed, rejected, outbox, digests)| {
+                let current: Fields = confirmed
+                    .get(key)?
+                    .and_then(|bytes| decode(reference, &bytes))
+                    .unwrap_or_default();
+                let next = serde_json::to_vec(&apply(&current, changes))
+                    .map_err(ConflictableTransactionError::Abort)?;
+                confirmed.insert(key, next)?;
+                digests.insert(key, &row[..])?;
+                rejected.remove(key)?;
+                outbox.remove(key)?;
+                Ok(())
+            })
+            .map_err(|e| transaction_error(reference, e))
     }
 
     /// Records a permanent rejection (400/403/404/409...), replacing any kept retry.
@@ -257,13 +289,7 @@ impl Cache {
         let key = reference.as_bytes();
         (&self.confirmed, &self.rejected, &self.outbox)
             .transaction(|(confirmed, rejected, outbox)| f(key, confirmed, rejected, outbox))
-            .map_err(|e| match e {
-                TransactionError::Abort(source) => CacheError::Encode {
-                    reference: reference.to_owned(),
-                    source,
-                },
-                TransactionError::Storage(e) => CacheError::Storage(e),
-            })
+            .map_err(|e| transaction_error(reference, e))
     }
 
     /// Outbox entries left by earlier runs (not `run_id`), in reference order.
@@ -302,6 +328,16 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn transaction_error(reference: &str, e: TransactionError<serde_json::Error>) -> CacheError {
+    match e {
+        TransactionError::Abort(source) => CacheError::Encode {
+            reference: reference.to_owned(),
+            source,
+        },
+        TransactionError::Storage(e) => CacheError::Storage(e),
+    }
 }
 
 fn get<T: for<'de> Deserialize<'de>>(
@@ -364,11 +400,12 @@ mod tests {
     #[test]
     fn confirm_merges_and_clears_older_outcomes() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(&dir.path().join("c")).unwrap();
+        let cache = Cache::open(&dir.path().join("c"), 16).unwrap();
         cache
             .confirm(
                 "A",
                 &[change("email", "a@b.co"), change("firstname", "Ann")],
+                [1; 16],
             )
             .unwrap();
         cache.keep_pending("A", &pending("r1"), false).unwrap();
@@ -382,7 +419,10 @@ mod tests {
             None,
             "a rejection replaces a pending retry"
         );
-        cache.confirm("A", &[change("email", "c@d.co")]).unwrap();
+        cache
+            .confirm("A", &[change("email", "c@d.co")], [2; 16])
+            .unwrap();
+        assert_eq!(cache.row_digest("A").unwrap(), Some([2; 16]));
         let confirmed = cache.confirmed("A").unwrap();
         assert_eq!(confirmed["email"], Value::Text("c@d.co".into()));
         assert_eq!(confirmed["firstname"], Value::Text("Ann".into()));
@@ -390,16 +430,30 @@ mod tests {
         assert_eq!(cache.confirmed("B").unwrap(), Fields::new());
     }
 
+    /// sled's flusher thread keeps the database (and its file lock) for a moment after the
+    /// last handle is dropped, so a reopen in the same process may briefly see it locked.
+    fn reopen(path: &Path) -> Cache {
+        for _ in 0..200 {
+            match Cache::open(path, 16) {
+                Err(CacheError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} stayed locked", path.display());
+    }
+
     #[test]
     fn replays_only_earlier_runs_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
         {
-            let cache = Cache::open(&path).unwrap();
+            let cache = Cache::open(&path, 16).unwrap();
             cache.keep_pending("old", &pending("r1"), false).unwrap();
             cache.keep_pending("new", &pending("r2"), false).unwrap();
         }
-        let cache = Cache::open(&path).unwrap();
+        let cache = reopen(&path);
         let refs: Vec<String> = cache.pending_before("r2").map(|r| r.unwrap().0).collect();
         assert_eq!(refs, ["old"]);
         cache.forget("old", true, false).unwrap();
@@ -410,10 +464,10 @@ mod tests {
     fn a_second_opener_is_told_the_cache_is_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        let _first = Cache::open(&path).unwrap();
+        let _first = Cache::open(&path, 16).unwrap();
         // sled's lock is per process via flock on a new file handle, so a second open
         // from this process conflicts the same way a second process does.
-        match Cache::open(&path) {
+        match Cache::open(&path, 16) {
             Err(CacheError::Locked { .. }) => {}
             Err(other) => panic!("expected Locked, got {other}"),
             Ok(_) => panic!("expected Locked, got a second handle"),
@@ -439,7 +493,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
         assert!(
-            Cache::open_copy(&path)
+            Cache::open_copy(&path, 16)
                 .unwrap()
                 .confirmed("A")
                 .unwrap()
@@ -447,22 +501,25 @@ mod tests {
         );
         assert!(!path.exists(), "a dry run does not create a cache");
         {
-            let cache = Cache::open(&path).unwrap();
-            cache.confirm("A", &[change("email", "a@b.co")]).unwrap();
+            let cache = Cache::open(&path, 16).unwrap();
+            cache
+                .confirm("A", &[change("email", "a@b.co")], [1; 16])
+                .unwrap();
         }
         let before = digest(&path);
         {
-            let copy = Cache::open_copy(&path).unwrap();
+            let copy = Cache::open_copy(&path, 16).unwrap();
             assert_eq!(
                 copy.confirmed("A").unwrap()["email"],
                 Value::Text("a@b.co".into())
             );
-            copy.confirm("B", &[change("email", "x@y.co")]).unwrap();
+            copy.confirm("B", &[change("email", "x@y.co")], [1; 16])
+                .unwrap();
         }
         assert_eq!(digest(&path), before);
-        let _real = Cache::open(&path).unwrap();
+        let _real = reopen(&path);
         assert!(matches!(
-            Cache::open_copy(&path),
+            Cache::open_copy(&path, 16),
             Err(CacheError::Locked { .. })
         ));
     }
@@ -476,7 +533,15 @@ mod tests {
             db.insert("schema", "99").unwrap();
             db.flush().unwrap();
         }
-        let err = Cache::open(&path).err().unwrap();
+        let err = (0..200)
+            .find_map(|_| match Cache::open(&path, 16) {
+                Err(CacheError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                }
+                other => other.err(),
+            })
+            .unwrap();
         assert!(err.to_string().contains("schema version 99"), "{err}");
     }
 }

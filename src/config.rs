@@ -196,11 +196,13 @@ impl Default for MaxLength {
 #[serde(deny_unknown_fields, default)]
 struct RawCache {
     path: PathBuf,
+    memory_mb: u64,
 }
 impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             path: PathBuf::from("state/cache"),
+            memory_mb: 128,
         }
     }
 }
@@ -313,6 +315,8 @@ pub struct Config {
     pub columns: Columns,
     pub limits: Limits,
     pub cache_path: PathBuf,
+    /// sled's page cache, in MiB.
+    pub cache_memory_mb: u64,
     pub report_dir: PathBuf,
     pub cron: String,
 }
@@ -416,6 +420,10 @@ impl Checker<'_> {
             input: self.input(raw.input)?,
             columns: self.columns(raw.columns)?,
             limits: self.limits(raw.validation)?,
+            cache_memory_mb: match raw.cache.memory_mb {
+                m @ 8..=65536 => m,
+                _ => return Err(self.invalid("cache.memory_mb", "must be between 8 and 65536")),
+            },
             cache_path: self.resolve(raw.cache.path),
             report_dir: self.resolve(raw.report.dir),
             cron: raw.schedule.cron,

@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::model::{ADDRESS_PREFIX, CUSTOM_PREFIX, Change, Fields, Patch};
+use sha2::{Digest, Sha256};
+
+use crate::model::{ADDRESS_PREFIX, CUSTOM_PREFIX, Change, Fields, Patch, RowDigest, Value};
 
 /// Builds the patch for `row` given what the API last confirmed for the account.
 ///
@@ -49,7 +51,36 @@ pub fn diff(row: &Fields, confirmed: &Fields, address_types: &[String]) -> Optio
             .collect();
         body.insert("addresses".into(), Json::Array(array));
     }
-    Some(Patch { changes, body })
+    Some(Patch {
+        changes,
+        body,
+        row: fingerprint(row),
+    })
+}
+
+/// A fingerprint of a row's values that is stable across runs and versions (SHA-256,
+/// truncated to 128 bits). When it equals the digest stored at the last full
+/// confirmation, the row diffs as unchanged without reading the confirmed values. A
+/// collision would hide a change, so the hash is a cryptographic one, not a fast one.
+pub fn fingerprint(row: &Fields) -> RowDigest {
+    let mut h = Sha256::new();
+    for (path, value) in row {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") cannot hash alike.
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path.as_bytes());
+        match value {
+            Value::Bool(b) => h.update([b'b', u8::from(*b)]),
+            Value::Text(t) => {
+                h.update([b't']);
+                h.update((t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+        }
+    }
+    let full = h.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// The confirmed values after the API accepted `changes`: what the cache stores.

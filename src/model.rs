@@ -9,11 +9,36 @@ use serde::{Deserialize, Serialize};
 
 /// A normalized API value. Only two JSON types ever leave the CSV: strings and the two
 /// boolean fields.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Bool(bool),
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`: untagged buffers each value and builds an
+/// error for every string it first tries as a bool, which showed up in profiles of the
+/// cache lookup done for every row.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a boolean")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+                Ok(Value::Bool(b))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::Text(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Value, E> {
+                Ok(Value::Text(s))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl fmt::Display for Value {
@@ -122,11 +147,17 @@ pub struct Change {
     pub new: Value,
 }
 
+/// A stable fingerprint of a row's normalized values (see `diff::fingerprint`).
+pub type RowDigest = [u8; 16];
+
 /// What to send for one account: the body and the field-level changes it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Patch {
     pub changes: Vec<Change>,
     pub body: serde_json::Map<String, serde_json::Value>,
+    /// The fingerprint of the whole row this patch brings the account to: once the API
+    /// confirms the patch, that row diffs as unchanged.
+    pub row: RowDigest,
 }
 
 /// The account fields the API takes at top level (besides `addresses` and

@@ -92,7 +92,7 @@ impl Recorder {
                 for c in &patch.changes {
                     self.report.change(&o.pos, r, c)?;
                 }
-                self.cache.confirm(r, &patch.changes)?;
+                self.cache.confirm(r, &patch.changes, patch.row)?;
                 tracing::debug!(reference = r, fields = patch.changes.len(), "Updated.");
             }
             Verdict::Rejected { problems, remember } => {

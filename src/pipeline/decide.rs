@@ -9,7 +9,7 @@ use csv::ByteRecord;
 
 use crate::cache::{Cache, CacheError};
 use crate::config::Limits;
-use crate::diff::diff;
+use crate::diff::{diff, fingerprint};
 use crate::map::{Layout, map_record};
 use crate::model::{Category, Fields, Patch, Position, Problem};
 use crate::read::{Export, ReadError, line_of};
@@ -225,15 +225,21 @@ impl Decider<'_> {
         fields: Fields,
         stale: Stale,
     ) -> Result<Step, CacheError> {
-        let confirmed = self.cache.confirmed(&reference)?;
-        Ok(match diff(&fields, &confirmed, self.address_types) {
-            None => Step::Done(Outcome {
+        let unchanged = |reference, pos| {
+            Step::Done(Outcome {
                 origin,
                 pos,
                 reference,
                 verdict: Verdict::Unchanged,
                 stale,
-            }),
+            })
+        };
+        if self.cache.row_digest(&reference)? == Some(fingerprint(&fields)) {
+            return Ok(unchanged(reference, pos));
+        }
+        let confirmed = self.cache.confirmed(&reference)?;
+        Ok(match diff(&fields, &confirmed, self.address_types) {
+            None => unchanged(reference, pos),
             Some(patch) => Step::Send(Job {
                 origin,
                 pos,

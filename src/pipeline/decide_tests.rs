@@ -12,7 +12,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(&dir.path().join("cache")).unwrap();
+    let cache = Cache::open(&dir.path().join("cache"), 16).unwrap();
     let mut columns = Columns {
         accountreference: "Ref".into(),
         ..Columns::default()
@@ -107,6 +107,7 @@ fn unchanged_rows_send_nothing_and_replace_a_kept_retry() {
                 old: None,
                 new: Value::Text("a@b.co".into()),
             }],
+            [0; 16],
         )
         .unwrap();
     let pending = crate::cache::Pending {

@@ -95,12 +95,7 @@ impl Ctx {
 
     /// Hands a decided row on: a final outcome to the record stage, a job to the send stage
     /// (a dry run records it as "would send" instead). `false` once the run is stopping.
-    fn dispatch(
-        &self,
-        step: Step,
-        jobs: Option<&mpsc::Sender<Job>>,
-        events: &mpsc::Sender<Event>,
-    ) -> bool {
+    fn dispatch(&self, step: Step, jobs: Option<&mpsc::Sender<Job>>, out: &mut Batch<'_>) -> bool {
         let outcome = match (step, jobs) {
             (Step::Done(o), _) => o,
             (Step::Send(job), Some(jobs)) => return jobs.blocking_send(job).is_ok(),
@@ -112,7 +107,46 @@ impl Ctx {
                 stale: job.stale,
             },
         };
-        events.blocking_send(Event::Outcome(outcome)).is_ok()
+        out.push(outcome)
+    }
+}
+
+/// Final outcomes on their way to the record thread, sent in batches: one channel message
+/// (and one thread wake-up) per row cost more than deciding an unchanged row. Flushed when
+/// dropped, so every return path of a producer delivers what it decided.
+struct Batch<'a> {
+    events: &'a mpsc::Sender<Event>,
+    buf: Vec<Outcome>,
+}
+
+impl<'a> Batch<'a> {
+    const SIZE: usize = 256;
+
+    fn new(events: &'a mpsc::Sender<Event>) -> Self {
+        Batch {
+            events,
+            buf: Vec::with_capacity(Self::SIZE),
+        }
+    }
+
+    /// `false` once the record thread is gone.
+    fn push(&mut self, outcome: Outcome) -> bool {
+        self.buf.push(outcome);
+        self.buf.len() < Self::SIZE || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::SIZE));
+        self.events.blocking_send(Event::Outcomes(batch)).is_ok()
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -144,9 +178,9 @@ pub async fn run(
     }
     let client = Client::new(&config.api, token)?;
     let cache = if opts.dry_run {
-        Cache::open_copy(&config.cache_path)?
+        Cache::open_copy(&config.cache_path, config.cache_memory_mb)?
     } else {
-        Cache::open(&config.cache_path)?
+        Cache::open(&config.cache_path, config.cache_memory_mb)?
     };
     let report = Report::create(&config.report_dir, started)?;
     let run_id = report.run_id().to_owned();
@@ -342,6 +376,7 @@ where
 /// What the record thread receives.
 enum Event {
     Outcome(Outcome),
+    Outcomes(Vec<Outcome>),
     /// Answered once every earlier event is recorded.
     Barrier(oneshot::Sender<()>),
 }
@@ -377,6 +412,7 @@ fn prepare_file(
     let name: Arc<str> = path.display().to_string().into();
     ctx.progress.start_file(&name, export.size());
     let decider = ctx.decider();
+    let mut out = Batch::new(events);
     let mut record = ByteRecord::new();
     let mut rows = 0u64;
     while export.next_record(&mut record)? {
@@ -388,7 +424,7 @@ fn prepare_file(
             line: line_of(&record),
         };
         let step = decider.row(file, pos, &layout, &dups, &record)?;
-        if !ctx.dispatch(step, jobs, events) {
+        if !ctx.dispatch(step, jobs, &mut out) {
             return Ok(false);
         }
         rows += 1;
@@ -416,6 +452,7 @@ fn replay_earlier(
     events: &mpsc::Sender<Event>,
 ) -> Result<bool, RunError> {
     let decider = ctx.decider();
+    let mut out = Batch::new(events);
     for entry in ctx.cache.pending_before(run_id) {
         if ctx.cancel.is_cancelled() {
             return Ok(false);
@@ -430,7 +467,7 @@ fn replay_earlier(
             rejection: false,
         };
         let step = decider.fields(Origin::Earlier, pos, reference, pending.fields, stale)?;
-        if !ctx.dispatch(step, jobs, events) {
+        if !ctx.dispatch(step, jobs, &mut out) {
             return Ok(false);
         }
     }
@@ -447,20 +484,23 @@ fn record_all(
 ) -> (Recorder, Option<RecordError>) {
     let mut failure = None;
     while let Some(event) = events.blocking_recv() {
-        let outcome = match event {
-            Event::Outcome(o) => o,
+        let outcomes = match event {
+            Event::Outcome(o) => vec![o],
+            Event::Outcomes(batch) => batch,
             Event::Barrier(done) => {
                 let _ = done.send(());
                 continue;
             }
         };
-        if failure.is_some() {
-            continue;
-        }
-        if let Err(e) = recorder.record(outcome) {
-            tracing::error!(error = %e, "Cannot record an outcome; stopping the run.");
-            cancel.cancel();
-            failure = Some(e);
+        for outcome in outcomes {
+            if failure.is_some() {
+                break;
+            }
+            if let Err(e) = recorder.record(outcome) {
+                tracing::error!(error = %e, "Cannot record an outcome; stopping the run.");
+                cancel.cancel();
+                failure = Some(e);
+            }
         }
     }
     (recorder, failure)
