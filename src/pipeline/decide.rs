@@ -66,12 +66,12 @@ pub enum Step {
 }
 
 /// References that appear on more than one row of a file, found by a first pass. The first
-/// pass keeps 128-bit hashes, not strings, so a million-row file costs tens of MB, not
-/// hundreds; collisions at 128 bits are not a practical concern.
+/// pass keeps a 128-bit hash and a line per row in one flat vector (24 bytes a row, sorted
+/// once), not strings or a hash map; collisions at 128 bits are not a practical concern.
 #[derive(Default)]
 pub struct Duplicates {
     hashers: (RandomState, RandomState),
-    lines: HashMap<u128, Vec<u64>>,
+    lines: HashMap<[u64; 2], Vec<u64>>,
     /// Bytes the first pass read; the second pass must read the same, or the file changed
     /// in between and the duplicate verdicts would not cover it.
     pub bytes: u64,
@@ -80,32 +80,32 @@ pub struct Duplicates {
 impl Duplicates {
     pub fn scan(export: &mut Export, layout: &Layout) -> Result<Duplicates, ReadError> {
         let mut dups = Duplicates::default();
-        let mut first: HashMap<u128, u64> = HashMap::new();
+        let mut seen: Vec<([u64; 2], u64)> = Vec::new();
         let mut record = ByteRecord::new();
         while export.next_record(&mut record)? {
             let Some(reference) = layout.reference(&record) else {
                 continue;
             };
-            if reference_problem(reference).is_some() {
-                continue;
+            if reference_problem(reference).is_none() {
+                seen.push((dups.key(reference), line_of(&record)));
             }
-            let key = dups.key(reference);
-            let line = line_of(&record);
-            match first.get(&key) {
-                None => {
-                    first.insert(key, line);
-                }
-                Some(&at) => dups.lines.entry(key).or_insert_with(|| vec![at]).push(line),
+        }
+        seen.sort_unstable();
+        for group in seen.chunk_by(|a, b| a.0 == b.0) {
+            if let [(key, _), _, ..] = group {
+                dups.lines
+                    .insert(*key, group.iter().map(|(_, line)| *line).collect());
             }
         }
         dups.bytes = export.offset();
         Ok(dups)
     }
 
-    fn key(&self, reference: &str) -> u128 {
-        let a = self.hashers.0.hash_one(reference) as u128;
-        let b = self.hashers.1.hash_one(reference) as u128;
-        (a << 64) | b
+    fn key(&self, reference: &str) -> [u64; 2] {
+        [
+            self.hashers.0.hash_one(reference),
+            self.hashers.1.hash_one(reference),
+        ]
     }
 
     pub fn lines(&self, reference: &str) -> Option<&[u64]> {

@@ -209,7 +209,7 @@ pub async fn run(
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
     let (events, event_rx) = mpsc::channel::<Event>(1024);
-    let recorder = Recorder::new(cache.clone(), report, files.len());
+    let recorder = Recorder::new(cache.clone(), report, files.len(), opts.dry_run);
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
 
