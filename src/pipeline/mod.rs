@@ -208,7 +208,9 @@ pub async fn run(
         opts: opts.clone(),
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
-    let (events, event_rx) = mpsc::channel::<Event>(1024);
+    // Counted in events, and a batch event holds 256 outcomes (a new account's outcome
+    // carries its whole patch, a few KB): 16 keeps the backlog in the low tens of MB.
+    let (events, event_rx) = mpsc::channel::<Event>(16);
     let recorder = Recorder::new(cache.clone(), report, files.len(), opts.dry_run);
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
