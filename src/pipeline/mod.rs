@@ -5,6 +5,7 @@
 //! the next starts, so a later file's row for an account always lands after an earlier one.
 
 mod decide;
+mod events;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Instant;
 use chrono::Utc;
 use csv::ByteRecord;
 use secrecy::SecretString;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheError};
@@ -28,8 +29,9 @@ use crate::record::{Origin, Outcome, RecordError, Recorder, Stale, Verdict};
 use crate::report::{Counts, FileSummary, Report, ReportError, Summary};
 use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
-use crate::send::{Delivery, Sender, Stop};
+use crate::send::{Sender, Stop};
 pub use decide::{Decider, Duplicates, Job, Step, delivered};
+use events::{Batch, Event, delivered_event, record_all, recorded};
 pub use progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,45 +110,6 @@ impl Ctx {
             },
         };
         out.push(outcome)
-    }
-}
-
-/// Final outcomes on their way to the record thread, sent in batches: one channel message
-/// (and one thread wake-up) per row cost more than deciding an unchanged row. Flushed when
-/// dropped, so every return path of a producer delivers what it decided.
-struct Batch<'a> {
-    events: &'a mpsc::Sender<Event>,
-    buf: Vec<Outcome>,
-}
-
-impl<'a> Batch<'a> {
-    const SIZE: usize = 256;
-
-    fn new(events: &'a mpsc::Sender<Event>) -> Self {
-        Batch {
-            events,
-            buf: Vec::with_capacity(Self::SIZE),
-        }
-    }
-
-    /// `false` once the record thread is gone.
-    fn push(&mut self, outcome: Outcome) -> bool {
-        self.buf.push(outcome);
-        self.buf.len() < Self::SIZE || self.flush()
-    }
-
-    fn flush(&mut self) -> bool {
-        if self.buf.is_empty() {
-            return true;
-        }
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::SIZE));
-        self.events.blocking_send(Event::Outcomes(batch)).is_ok()
-    }
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 
@@ -375,29 +338,6 @@ where
     produced?
 }
 
-/// What the record thread receives.
-enum Event {
-    Outcome(Outcome),
-    Outcomes(Vec<Outcome>),
-    /// Answered once every earlier event is recorded.
-    Barrier(oneshot::Sender<()>),
-}
-
-fn delivered_event(job: Job, delivery: Delivery) -> Event {
-    Event::Outcome(delivered(job, delivery))
-}
-
-/// Waits until the record thread has recorded everything sent before. The next stage reads
-/// the cache (confirmed values, the outbox), so it must see this stage's outcomes: without
-/// this, a replay of an earlier run's failure could overtake the newer row that replaced it.
-async fn recorded(events: &mpsc::Sender<Event>) {
-    let (done, wait) = oneshot::channel();
-    if events.send(Event::Barrier(done)).await.is_ok() {
-        // An error means the record thread is gone; the run reports its failure.
-        let _ = wait.await;
-    }
-}
-
 /// Two passes over one file: duplicates first (a row may only be sent once we know its
 /// reference is alone in the file), then every row decided and dispatched in order.
 /// Returns whether every row reached a bucket.
@@ -474,36 +414,4 @@ fn replay_earlier(
         }
     }
     Ok(true)
-}
-
-/// The record thread. On a write error it stops the run but keeps draining, so no stage
-/// blocks on a full channel; the recorder comes back either way so the report can be
-/// finished.
-fn record_all(
-    mut recorder: Recorder,
-    mut events: mpsc::Receiver<Event>,
-    cancel: CancellationToken,
-) -> (Recorder, Option<RecordError>) {
-    let mut failure = None;
-    while let Some(event) = events.blocking_recv() {
-        let outcomes = match event {
-            Event::Outcome(o) => vec![o],
-            Event::Outcomes(batch) => batch,
-            Event::Barrier(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        for outcome in outcomes {
-            if failure.is_some() {
-                break;
-            }
-            if let Err(e) = recorder.record(outcome) {
-                tracing::error!(error = %e, "Cannot record an outcome; stopping the run.");
-                cancel.cancel();
-                failure = Some(e);
-            }
-        }
-    }
-    (recorder, failure)
 }

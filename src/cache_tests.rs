@@ -1,0 +1,173 @@
+use super::*;
+use crate::model::{Category, Value};
+
+fn change(field: &str, new: &str) -> Change {
+    Change {
+        field: field.into(),
+        old: None,
+        new: Value::Text(new.into()),
+    }
+}
+
+fn pending(run_id: &str) -> Pending {
+    Pending {
+        fields: Fields::new(),
+        file: "a.csv".into(),
+        line: 2,
+        run_id: run_id.into(),
+        problem: Problem {
+            category: Category::Failed,
+            http_status: Some(500),
+            field: String::new(),
+            message: "internal server error".into(),
+        },
+    }
+}
+
+#[test]
+fn confirm_merges_and_clears_older_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("c"), 16).unwrap();
+    cache
+        .confirm(
+            "A",
+            &[change("email", "a@b.co"), change("firstname", "Ann")],
+            [1; 16],
+        )
+        .unwrap();
+    cache.keep_pending("A", &pending("r1"), false).unwrap();
+    let rejection = Rejection {
+        fields: Fields::new(),
+        problems: vec![],
+    };
+    cache.reject("A", &rejection).unwrap();
+    assert_eq!(
+        cache.pending("A").unwrap(),
+        None,
+        "a rejection replaces a pending retry"
+    );
+    cache
+        .confirm("A", &[change("email", "c@d.co")], [2; 16])
+        .unwrap();
+    assert_eq!(cache.row_digest("A").unwrap(), Some([2; 16]));
+    let confirmed = cache.confirmed("A").unwrap();
+    assert_eq!(confirmed["email"], Value::Text("c@d.co".into()));
+    assert_eq!(confirmed["firstname"], Value::Text("Ann".into()));
+    assert_eq!(cache.rejection("A").unwrap(), None);
+    assert_eq!(cache.confirmed("B").unwrap(), Fields::new());
+}
+
+/// sled's flusher thread keeps the database (and its file lock) for a moment after the
+/// last handle is dropped, so a reopen in the same process may briefly see it locked.
+fn reopen(path: &Path) -> Cache {
+    for _ in 0..200 {
+        match Cache::open(path, 16) {
+            Err(CacheError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", path.display());
+}
+
+#[test]
+fn replays_only_earlier_runs_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    {
+        let cache = Cache::open(&path, 16).unwrap();
+        cache.keep_pending("old", &pending("r1"), false).unwrap();
+        cache.keep_pending("new", &pending("r2"), false).unwrap();
+    }
+    let cache = reopen(&path);
+    let refs: Vec<String> = cache.pending_before("r2").map(|r| r.unwrap().0).collect();
+    assert_eq!(refs, ["old"]);
+    cache.forget("old", true, false).unwrap();
+    assert_eq!(cache.pending_before("r2").count(), 0);
+}
+
+#[test]
+fn a_second_opener_is_told_the_cache_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let _first = Cache::open(&path, 16).unwrap();
+    // sled's lock is per process via flock on a new file handle, so a second open
+    // from this process conflicts the same way a second process does.
+    match Cache::open(&path, 16) {
+        Err(CacheError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("expected Locked, got a second handle"),
+    }
+}
+
+fn digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(digest(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_dry_run_copy_reads_the_cache_and_leaves_its_bytes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    assert!(
+        Cache::open_copy(&path, 16)
+            .unwrap()
+            .confirmed("A")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!path.exists(), "a dry run does not create a cache");
+    {
+        let cache = Cache::open(&path, 16).unwrap();
+        cache
+            .confirm("A", &[change("email", "a@b.co")], [1; 16])
+            .unwrap();
+    }
+    let before = digest(&path);
+    {
+        let copy = Cache::open_copy(&path, 16).unwrap();
+        assert_eq!(
+            copy.confirmed("A").unwrap()["email"],
+            Value::Text("a@b.co".into())
+        );
+        copy.confirm("B", &[change("email", "x@y.co")], [1; 16])
+            .unwrap();
+    }
+    assert_eq!(digest(&path), before);
+    let _real = reopen(&path);
+    assert!(matches!(
+        Cache::open_copy(&path, 16),
+        Err(CacheError::Locked { .. })
+    ));
+}
+
+#[test]
+fn a_cache_from_another_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    {
+        let db = sled::open(&path).unwrap();
+        db.insert("schema", "99").unwrap();
+        db.flush().unwrap();
+    }
+    let err = (0..200)
+        .find_map(|_| match Cache::open(&path, 16) {
+            Err(CacheError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+            other => other.err(),
+        })
+        .unwrap();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}

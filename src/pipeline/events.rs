@@ -1,0 +1,103 @@
+//! The record channel's plumbing: what travels to the record thread, how producers batch
+//! it, the barrier that ends each stage, and the record thread's loop.
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{Job, delivered};
+use crate::record::{Outcome, RecordError, Recorder};
+use crate::send::Delivery;
+
+/// What the record thread receives.
+pub(super) enum Event {
+    Outcome(Outcome),
+    Outcomes(Vec<Outcome>),
+    /// Answered once every earlier event is recorded.
+    Barrier(oneshot::Sender<()>),
+}
+
+pub(super) fn delivered_event(job: Job, delivery: Delivery) -> Event {
+    Event::Outcome(delivered(job, delivery))
+}
+
+/// Waits until the record thread has recorded everything sent before. The next stage reads
+/// the cache (confirmed values, the outbox), so it must see this stage's outcomes: without
+/// this, a replay of an earlier run's failure could overtake the newer row that replaced it.
+pub(super) async fn recorded(events: &mpsc::Sender<Event>) {
+    let (done, wait) = oneshot::channel();
+    if events.send(Event::Barrier(done)).await.is_ok() {
+        // An error means the record thread is gone; the run reports its failure.
+        let _ = wait.await;
+    }
+}
+
+/// Final outcomes on their way to the record thread, sent in batches: one channel message
+/// (and one thread wake-up) per row cost more than deciding an unchanged row. Flushed when
+/// dropped, so every return path of a producer delivers what it decided.
+pub(super) struct Batch<'a> {
+    events: &'a mpsc::Sender<Event>,
+    buf: Vec<Outcome>,
+}
+
+impl<'a> Batch<'a> {
+    const SIZE: usize = 256;
+
+    pub(super) fn new(events: &'a mpsc::Sender<Event>) -> Self {
+        Batch {
+            events,
+            buf: Vec::with_capacity(Self::SIZE),
+        }
+    }
+
+    /// `false` once the record thread is gone.
+    pub(super) fn push(&mut self, outcome: Outcome) -> bool {
+        self.buf.push(outcome);
+        self.buf.len() < Self::SIZE || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::SIZE));
+        self.events.blocking_send(Event::Outcomes(batch)).is_ok()
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The record thread. On a write error it stops the run but keeps draining, so no stage
+/// blocks on a full channel; the recorder comes back either way so the report can be
+/// finished.
+pub(super) fn record_all(
+    mut recorder: Recorder,
+    mut events: mpsc::Receiver<Event>,
+    cancel: CancellationToken,
+) -> (Recorder, Option<RecordError>) {
+    let mut failure = None;
+    while let Some(event) = events.blocking_recv() {
+        let outcomes = match event {
+            Event::Outcome(o) => vec![o],
+            Event::Outcomes(batch) => batch,
+            Event::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        for outcome in outcomes {
+            if failure.is_some() {
+                break;
+            }
+            if let Err(e) = recorder.record(outcome) {
+                tracing::error!(error = %e, "Cannot record an outcome; stopping the run.");
+                cancel.cancel();
+                failure = Some(e);
+            }
+        }
+    }
+    (recorder, failure)
+}
