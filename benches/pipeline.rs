@@ -682,8 +682,16 @@ fn row(rng: &mut Rng, i: u64) -> [String; 27] {
 // Config, reports, output.
 // ---------------------------------------------------------------------------------------
 
+/// The bench maps the same columns as the demo: `[columns]` and its sub-tables are taken
+/// from `config/demo.toml` (as the integration tests do), so the two cannot drift apart.
 fn write_config(path: &Path, dir: &Path, base_url: &str) -> io::Result<()> {
     let q = |p: &Path| toml_string(&p.display().to_string());
+    let demo = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))?;
+    let section = |marker: &str| {
+        demo.find(marker)
+            .ok_or_else(|| io::Error::other(format!("config/demo.toml has no {marker:?}")))
+    };
+    let columns = &demo[section("\n[columns]")? + 1..section("\n[cache]")? + 1];
     let text = format!(
         r#"# Written by benches/pipeline.rs.
 [api]
@@ -707,37 +715,7 @@ pattern = "*.csv"
 delimiter = ","
 date_formats = ["%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y"]
 
-[columns]
-accountreference = "Account Reference"
-status = "Status"
-verified = "Verified"
-email = "Email"
-clientuserid = "Client User ID"
-salutation = "Salutation"
-firstname = "First Name"
-lastname = "Last Name"
-phonenumber = "Phone"
-mobilenumber = "Mobile"
-dateofbirth = "Date of Birth"
-gender = "Gender"
-marketingallowed = "Marketing Opt-In"
-
-[columns.addresses.home]
-housename = "House Name"
-housenumber = "House Number"
-street = "Street"
-towncity = "City"
-district = "District"
-state = "State"
-county = "County"
-postcode = "Postcode"
-country = "Country"
-
-[columns.customparameters]
-loyaltytier = "Loyalty Tier"
-preferredstore = "Preferred Store"
-referralcode = "Referral Code"
-
+{columns}
 [cache]
 path = {cache}
 
@@ -748,6 +726,7 @@ dir = {reports}
 cron = "0 0 2 * * *"
 "#,
         base_url = toml_string(base_url),
+        columns = columns.trim_end(),
         inbox = q(&dir.join("inbox")),
         cache = q(&dir.join("cache")),
         reports = q(&dir.join("reports")),
