@@ -6,9 +6,15 @@
 //!   export no longer has it;
 //! - `digests`: a fingerprint of the last row confirmed in full, the fast path to
 //!   "unchanged".
+//!
+//! Beside sled sits the row index (`index.rs`), the faster path to "unchanged" that needs no
+//! sled read at all.
 
+mod index;
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -20,6 +26,7 @@ use sled::transaction::{
 use crate::diff::apply;
 use crate::model::RowDigest;
 use crate::model::{Change, Fields, Problem};
+pub use index::{RowIndex, Update as IndexUpdate, hash128, key as index_key};
 
 /// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
 /// misreading it.
@@ -71,6 +78,31 @@ pub struct Pending {
 
 #[derive(Clone)]
 pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    trees: OnceLock<Trees>,
+    /// A dry run copies the cache only when a row needs it: a warm night answered from the
+    /// row index never pays for copying a database of a million accounts.
+    deferred: Mutex<Option<Deferred>>,
+    index: RwLock<RowIndex>,
+    /// Where the row index is written back: the cache folder of a run that writes the
+    /// cache; `None` for a dry run, which never writes it.
+    home: Option<PathBuf>,
+    /// The private copy a dry run works on, removed when the last handle goes.
+    copy: Mutex<Option<tempfile::TempDir>>,
+}
+
+/// A dry run's copy not taken yet, with the lock that keeps the original as the row index
+/// saw it until then.
+struct Deferred {
+    path: PathBuf,
+    memory_mb: u64,
+    _lock: File,
+}
+
+struct Trees {
     db: sled::Db,
     confirmed: sled::Tree,
     rejected: sled::Tree,
@@ -78,8 +110,6 @@ pub struct Cache {
     /// Fingerprints of fully confirmed rows: a small tree that answers "unchanged" for the
     /// common nightly row without reading its (larger) confirmed values.
     digests: sled::Tree,
-    /// The private copy a dry run works on, removed when the last handle goes.
-    _copy: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Cache {
@@ -99,23 +129,49 @@ impl Cache {
                     source: e.into(),
                 })?;
         }
-        Cache::open_with(path, sled::Config::new().path(path), memory_mb)
+        let trees = open_trees(path, sled::Config::new().path(path), memory_mb)?;
+        // sled holds the lock now: read the row index, then remove it before any write, so
+        // that a crash from here on leaves no index rather than a stale one.
+        let index = RowIndex::load(path);
+        RowIndex::remove(path).map_err(|e| CacheError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(Cache::new(Some(trees), None, index, Some(path.to_path_buf())))
+    }
+
+    fn new(
+        trees: Option<Trees>,
+        deferred: Option<Deferred>,
+        index: RowIndex,
+        home: Option<PathBuf>,
+    ) -> Cache {
+        let cell = OnceLock::new();
+        if let Some(t) = trees {
+            let _ = cell.set(t);
+        }
+        Cache {
+            inner: Arc::new(Inner {
+                trees: cell,
+                deferred: Mutex::new(deferred),
+                index: RwLock::new(index),
+                home,
+                copy: Mutex::new(None),
+            }),
+        }
     }
 
     /// Opens a private copy of the cache, for dry runs. sled writes even when only read
     /// (recovery leaves a new snapshot file), and a dry run must leave the cache exactly as it
-    /// was, so it reads a copy taken under the cache's lock. A missing cache gives an empty
-    /// in-memory one rather than creating the directory.
+    /// was, so it reads a copy taken under the cache's lock, when a row first needs it. A
+    /// missing cache gives an empty in-memory one rather than creating the directory.
     pub fn open_copy(path: &Path, memory_mb: u64) -> Result<Cache, CacheError> {
         let lock_file = path.join("db");
         if !lock_file.exists() {
-            return Cache::open_with(path, sled::Config::new().temporary(true), memory_mb);
+            let trees = open_trees(path, sled::Config::new().temporary(true), memory_mb)?;
+            return Ok(Cache::new(Some(trees), None, RowIndex::default(), None));
         }
-        let copy_err = |source: std::io::Error| CacheError::Copy {
-            path: path.to_path_buf(),
-            source,
-        };
-        let lock = std::fs::File::open(&lock_file).map_err(copy_err)?;
+        let lock = File::open(&lock_file).map_err(|e| copy_error(path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -123,21 +179,77 @@ impl Cache {
                     path: path.to_path_buf(),
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(copy_err(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(copy_error(path, e)),
         }
+        let deferred = Deferred {
+            path: path.to_path_buf(),
+            memory_mb,
+            _lock: lock,
+        };
+        Ok(Cache::new(None, Some(deferred), RowIndex::load(path), None))
+    }
+
+    /// The sled trees, taking a dry run's copy on first use.
+    fn trees(&self) -> Result<&Trees, CacheError> {
+        if let Some(t) = self.inner.trees.get() {
+            return Ok(t);
+        }
+        let mut deferred = self.inner.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = self.inner.trees.get() {
+            return Ok(t); // another thread took the copy while this one waited
+        }
+        let Some(d) = deferred.as_ref() else {
+            return Err(CacheError::Storage(sled::Error::ReportableBug(
+                "cache has neither trees nor a deferred copy".into(),
+            )));
+        };
         let dir = tempfile::Builder::new()
             .prefix("accountsync-dry-run-")
             .tempdir()
-            .map_err(copy_err)?;
+            .map_err(|e| copy_error(&d.path, e))?;
         let copy = dir.path().join("cache");
-        copy_dir(path, &copy).map_err(copy_err)?;
-        drop(lock);
-        let mut cache = Cache::open_with(&copy, sled::Config::new().path(&copy), memory_mb)?;
-        cache._copy = Some(Arc::new(dir));
-        Ok(cache)
+        copy_dir(&d.path, &copy).map_err(|e| copy_error(&d.path, e))?;
+        let trees = open_trees(&copy, sled::Config::new().path(&copy), d.memory_mb)?;
+        *self.inner.copy.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+        *deferred = None; // releases the original's lock
+        Ok(self.inner.trees.get_or_init(|| trees))
     }
 
-    fn open_with(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Cache, CacheError> {
+    /// The row index as loaded at open, with this run's recorded outcomes applied.
+    pub fn row_index(&self) -> RwLockReadGuard<'_, RowIndex> {
+        self.inner.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn update_row_index(&self, updates: Vec<IndexUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let mut index = self.inner.index.write().unwrap_or_else(|e| e.into_inner());
+        index.apply(updates);
+    }
+
+    /// Writes the row index back, after a run whose every cache write was flushed. A dry
+    /// run's cache has nowhere to write it.
+    pub fn save_row_index(&self) -> Result<(), CacheError> {
+        let (Some(home), Some(trees)) = (&self.inner.home, self.inner.trees.get()) else {
+            return Ok(());
+        };
+        self.row_index()
+            .save(home, trees.outbox.is_empty())
+            .map_err(|e| CacheError::Storage(e.into()))
+    }
+
+}
+
+fn copy_error(path: &Path, source: std::io::Error) -> CacheError {
+    CacheError::Copy {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_trees(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Trees, CacheError> {
+    {
         let opened = config
             .mode(sled::Mode::LowSpace)
             .cache_capacity(memory_mb * 1024 * 1024)
@@ -168,31 +280,34 @@ impl Cache {
                 });
             }
         }
-        Ok(Cache {
+        Ok(Trees {
             confirmed: db.open_tree("confirmed")?,
             rejected: db.open_tree("rejected")?,
             outbox: db.open_tree("outbox")?,
             digests: db.open_tree("digests")?,
             db,
-            _copy: None,
         })
     }
+}
+
+impl Cache {
 
     pub fn confirmed(&self, reference: &str) -> Result<Fields, CacheError> {
-        Ok(get(&self.confirmed, reference)?.unwrap_or_default())
+        Ok(get(&self.trees()?.confirmed, reference)?.unwrap_or_default())
     }
 
     pub fn rejection(&self, reference: &str) -> Result<Option<Rejection>, CacheError> {
-        get(&self.rejected, reference)
+        get(&self.trees()?.rejected, reference)
     }
 
     pub fn pending(&self, reference: &str) -> Result<Option<Pending>, CacheError> {
-        get(&self.outbox, reference)
+        get(&self.trees()?.outbox, reference)
     }
 
     /// The fingerprint of the last row whose values the API confirmed in full.
     pub fn row_digest(&self, reference: &str) -> Result<Option<RowDigest>, CacheError> {
         Ok(self
+            .trees()?
             .digests
             .get(reference)?
             .and_then(|v| RowDigest::try_from(v.as_ref()).ok()))
@@ -208,7 +323,8 @@ impl Cache {
         row: RowDigest,
     ) -> Result<(), CacheError> {
         let key = reference.as_bytes();
-        let trees = (&self.confirmed, &self.rejected, &self.outbox, &self.digests);
+        let t = self.trees()?;
+        let trees = (&t.confirmed, &t.rejected, &t.outbox, &t.digests);
         trees
             .transaction(|(confirmed, rejected, outbox, digests)| {
                 let current: Fields = confirmed
@@ -287,18 +403,29 @@ impl Cache {
         ) -> ConflictableTransactionResult<(), serde_json::Error>,
     {
         let key = reference.as_bytes();
-        (&self.confirmed, &self.rejected, &self.outbox)
+        let t = self.trees()?;
+        (&t.confirmed, &t.rejected, &t.outbox)
             .transaction(|(confirmed, rejected, outbox)| f(key, confirmed, rejected, outbox))
             .map_err(|e| transaction_error(reference, e))
     }
 
-    /// Outbox entries left by earlier runs (not `run_id`), in reference order.
+    /// Outbox entries left by earlier runs (not `run_id`), in reference order. A dry run
+    /// whose row index says the outbox was empty does not copy the cache to find out.
     pub fn pending_before(
         &self,
         run_id: &str,
     ) -> impl Iterator<Item = Result<(String, Pending), CacheError>> + '_ {
+        let known_empty = self.inner.trees.get().is_none() && self.row_index().outbox_was_empty;
+        let (outbox, error) = if known_empty {
+            (None, None)
+        } else {
+            match self.trees() {
+                Ok(t) => (Some(t.outbox.iter()), None),
+                Err(e) => (None, Some(Err(e))),
+            }
+        };
         let run_id = run_id.to_owned();
-        self.outbox.iter().filter_map(move |kv| {
+        let entries = outbox.into_iter().flatten().filter_map(move |kv| {
             let (k, v) = match kv {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
@@ -306,12 +433,15 @@ impl Cache {
             let reference = String::from_utf8_lossy(&k).into_owned();
             let pending: Pending = decode(&reference, &v)?;
             (pending.run_id != run_id).then_some(Ok((reference, pending)))
-        })
+        });
+        error.into_iter().chain(entries)
     }
 
     /// Forces everything written so far to disk.
     pub async fn flush(&self) -> Result<(), CacheError> {
-        self.db.flush_async().await?;
+        if let Some(t) = self.inner.trees.get() {
+            t.db.flush_async().await?;
+        }
         Ok(())
     }
 }

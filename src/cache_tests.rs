@@ -171,3 +171,42 @@ fn a_cache_from_another_schema_is_refused() {
         .unwrap();
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn the_row_index_is_gone_while_a_run_writes_and_back_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let file = RowIndex::path(&path);
+    {
+        let cache = Cache::open(&path, 16).unwrap();
+        cache.confirm("A", &[change("email", "a@b.co")], [7; 16]).unwrap();
+        cache.update_row_index(vec![(index_key("A"), Some(42))]);
+        assert!(!file.exists());
+        cache.save_row_index().unwrap();
+    }
+    assert!(file.exists());
+    {
+        // A dry run reads the index and copies the cache only when a row needs sled.
+        let copy = (0..200)
+            .find_map(|_| match Cache::open_copy(&path, 16) {
+                Err(CacheError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                }
+                other => Some(other.unwrap()),
+            })
+            .expect("the cache stayed locked");
+        assert_eq!(copy.row_index().get(index_key("A")), Some(42));
+        assert!(copy.row_index().outbox_was_empty);
+        assert!(copy.inner.trees.get().is_none(), "no copy taken yet");
+        assert_eq!(copy.pending_before("r").count(), 0);
+        assert!(copy.inner.trees.get().is_none(), "an empty outbox needs no copy");
+        assert_eq!(copy.confirmed("A").unwrap().len(), 1);
+        assert!(copy.inner.trees.get().is_some());
+        assert!(file.exists(), "a dry run never removes the index");
+    }
+    // Opening for writing removes the file first: a crash mid-run leaves no stale index.
+    let cache = reopen(&path);
+    assert!(!file.exists());
+    assert_eq!(cache.row_index().get(index_key("A")), Some(42));
+}

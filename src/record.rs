@@ -1,7 +1,7 @@
 //! Record: the last stage, and the only place that writes the cache. It sees every row's
 //! outcome exactly once, so it also keeps the bucket counts the summary adds up.
 
-use crate::cache::{Cache, CacheError, Pending, Rejection};
+use crate::cache::{Cache, CacheError, IndexUpdate, Pending, Rejection, index_key};
 use crate::model::{Fields, Patch, Position, Problem};
 use crate::report::{Counts, Report, ReportError};
 
@@ -52,6 +52,9 @@ pub struct Outcome {
     pub reference: String,
     pub verdict: Verdict,
     pub stale: Stale,
+    /// The raw row's digest (rows of a file), kept in the row index when the row turns out
+    /// confirmed or unchanged.
+    pub raw: Option<u64>,
 }
 
 /// Writes the cache even in a dry run: a dry run's cache is a private copy, and recording
@@ -66,6 +69,8 @@ pub struct Recorder {
     confirm_until: usize,
     pub files: Vec<Counts>,
     pub earlier: Counts,
+    /// Row index changes of the outcomes recorded since the last barrier.
+    index: Vec<IndexUpdate>,
 }
 
 impl Recorder {
@@ -80,7 +85,21 @@ impl Recorder {
             },
             files: vec![Counts::default(); files],
             earlier: Counts::default(),
+            index: Vec::new(),
         }
+    }
+
+    /// Rows the row index answered as unchanged: nothing to write, only to count.
+    pub fn unchanged(&mut self, file: usize, rows: u64) {
+        let counts = &mut self.files[file];
+        counts.rows_read += rows;
+        counts.unchanged += rows;
+    }
+
+    /// Hands the row index what was recorded since the last call; called at each stage's
+    /// barrier, so the next stage sees it, and at the end.
+    pub fn settle_index(&mut self) {
+        self.cache.update_row_index(std::mem::take(&mut self.index));
     }
 
     /// Counts the outcome, writes its report rows, then its one cache transaction.
@@ -91,6 +110,13 @@ impl Recorder {
         };
         counts.rows_read += 1;
         let r = o.reference.as_str();
+        // The index keeps a row only while the account has nothing pending or remembered
+        // and its confirmed values are that row's; any other outcome drops the entry.
+        let keep = match (&o.verdict, o.origin) {
+            (Verdict::Unchanged | Verdict::Updated(_), Origin::File(_)) => o.raw,
+            _ => None,
+        };
+        self.index.push((index_key(r), keep));
         match o.verdict {
             Verdict::Unchanged => {
                 counts.unchanged += 1;
@@ -141,7 +167,8 @@ impl Recorder {
         Ok(())
     }
 
-    pub fn into_report(self) -> (Report, Vec<Counts>, Counts) {
+    pub fn into_report(mut self) -> (Report, Vec<Counts>, Counts) {
+        self.settle_index();
         (self.report, self.files, self.earlier)
     }
 }

@@ -491,3 +491,80 @@ fn a_redirect_stops_the_run_like_a_wrong_url() {
     assert_eq!(redirected[0]["category"], "failed");
     assert_eq!(redirected[0]["http_status"], "302");
 }
+
+/// The row index answers "unchanged" without reading the cache, so it must never outlive
+/// what makes that answer true. Night 2 changes an account's row and the API fails it, so
+/// the new row waits in the outbox; night 3 brings back exactly the row of night 1. That row
+/// is unchanged against what the API confirmed, and being newer it replaces the kept one:
+/// nothing is sent on night 3, and the failed row of night 2 is not replayed.
+#[test]
+fn a_row_reverted_after_a_failure_replaces_the_kept_one_instead_of_matching_the_index() {
+    let _timing = shared();
+    let wd = Workdir::new("index-revert");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        max_attempts: 1,
+        ..Conf::new(&sb)
+    });
+    let night = |email: &str| {
+        small_export(&[
+            ("A-1", email, "Ann", "Lee"),
+            ("A-2", "a2@example.com", "Bo", "Ng"),
+        ])
+    };
+    let first = wd.write("n1.csv", night("a1@example.com"));
+    let second = wd.write("n2.csv", night("a1-new@example.com"));
+    let third = wd.write("n3.csv", night("a1@example.com"));
+
+    wd.run(&[&first.display().to_string()]).expect_code(0);
+    assert!(wd.path("cache/rows.idx").exists(), "a run leaves the row index");
+    sb.set_failures(&["A-1"]);
+    let run2 = wd.run(&[&second.display().to_string()]);
+    run2.expect_code(1);
+    run2.expect_counts(2, 1, 0, 0, 1);
+    sb.set_failures(&[]);
+    let before = sb.request_count();
+    let run3 = wd.run(&[&third.display().to_string()]);
+    run3.expect_code(0);
+    run3.expect_counts(2, 2, 0, 0, 0);
+    assert_eq!(
+        sb.request_count(),
+        before,
+        "night 3 sent something: {:#?}\n{run3}",
+        &sb.requests()[before..]
+    );
+    assert_eq!(run3.summary()["retried_from_earlier_runs"]["rows_read"], 0);
+    assert_eq!(sb.accounts()["A-1"]["email"], "a1@example.com");
+}
+
+/// A setting that changes how rows are checked makes the index miss, so a row confirmed
+/// under the old limits is checked in full under the new ones.
+#[test]
+fn a_changed_limit_is_applied_to_rows_the_index_knows() {
+    let _timing = shared();
+    let wd = Workdir::new("index-config");
+    let sb = Sandbox::start(&wd, &[]);
+    let conf = Conf::new(&sb);
+    wd.configure(&conf);
+    let file = wd.write(
+        "n.csv",
+        small_export(&[("L-1", "l1@example.com", "Annabelle", "Lee")]),
+    );
+    let path = file.display().to_string();
+    wd.run(&[&path]).expect_code(0);
+    wd.run(&[&path]).expect_counts(1, 1, 0, 0, 0);
+
+    wd.configure(&Conf {
+        extra: "[validation.max_length]\nfirstname = 5\n".into(),
+        ..conf
+    });
+    let run = wd.run(&[&path]);
+    run.expect_code(1);
+    run.expect_counts(1, 0, 0, 1, 0);
+    let errors = run.errors();
+    assert_eq!(
+        errors.iter().map(|e| e["message"].as_str()).collect::<Vec<_>>(),
+        ["firstname provided exceeds maximum length"],
+        "{run}"
+    );
+}

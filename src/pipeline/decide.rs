@@ -2,13 +2,13 @@
 //! the cache, never writes it; the answer is either a final [`Outcome`] or a [`Job`] to send.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 
 use chrono::NaiveDate;
 use csv::ByteRecord;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::cache::{Cache, CacheError};
-use crate::config::Limits;
+use crate::cache::{Cache, CacheError, RowIndex, hash128};
+use crate::config::{Config, Limits};
 use crate::diff::{diff, fingerprint};
 use crate::map::{Layout, map_record};
 use crate::model::{Category, Fields, Patch, Position, Problem};
@@ -27,6 +27,8 @@ pub struct Job {
     pub fields: Fields,
     pub patch: Patch,
     pub stale: Stale,
+    /// The raw row's digest, for the row index once the outcome is known.
+    pub raw: Option<u64>,
 }
 
 impl Outgoing for Job {
@@ -57,6 +59,7 @@ pub fn delivered(job: Job, delivery: Delivery) -> Outcome {
         reference: job.reference,
         verdict,
         stale: job.stale,
+        raw: job.raw,
     }
 }
 
@@ -65,29 +68,92 @@ pub enum Step {
     Send(Job),
 }
 
-/// References that appear on more than one row of a file, found by a first pass. The first
-/// pass keeps a 128-bit hash and a line per row in one flat vector (24 bytes a row, sorted
-/// once), not strings or a hash map; collisions at 128 bits are not a practical concern.
+/// What a raw row's digest is salted with: everything besides the row that shapes how it
+/// is mapped and checked. A changed header, mapping, date format or limit, or a new release
+/// (whose normalizing may differ), gives other digests, so the row index misses and every
+/// row is decided in full once. Today's date is left out on purpose: the only rule that
+/// reads it (a birth date before today) cannot turn a row that passed into one that fails.
+#[derive(Clone, Copy, Debug)]
+pub struct RowSeed(u64);
+
+impl RowSeed {
+    pub fn new(config: &Config, header: &[String]) -> RowSeed {
+        let salt = format!(
+            "{} {:?} {:?} {:?} {:?} {}",
+            env!("CARGO_PKG_VERSION"),
+            header,
+            config.columns,
+            config.input.date_formats,
+            config.limits,
+            config.input.delimiter,
+        );
+        RowSeed(xxh3_64_with_seed(salt.as_bytes(), 0x6163_6374_7379_6e63))
+    }
+
+    #[cfg(test)]
+    pub fn from_salt(salt: &str) -> RowSeed {
+        RowSeed(xxh3_64_with_seed(salt.as_bytes(), 0))
+    }
+
+    /// Covers the cells and where each ends, so `a,bc` and `ab,c` differ.
+    pub fn digest(&self, record: &ByteRecord, scratch: &mut Vec<u8>) -> u64 {
+        scratch.clear();
+        for field in record {
+            scratch.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        }
+        let cells = xxh3_64_with_seed(record.as_slice(), self.0);
+        xxh3_64_with_seed(scratch, cells)
+    }
+}
+
+/// The first pass over a file: which references appear on more than one row (a row may only
+/// be sent once its reference is known to be alone), and which rows the row index already
+/// knows as unchanged. It keeps a 128-bit hash and a line per row in one flat vector (24
+/// bytes a row, sorted once) and a bit per row, not strings.
 #[derive(Default)]
 pub struct Duplicates {
-    hashers: (RandomState, RandomState),
-    lines: HashMap<[u64; 2], Vec<u64>>,
+    lines: HashMap<u128, Vec<u64>>,
+    /// Bit `i`: row `i` (0-based, header excluded) is the row the index holds for its
+    /// account. Such a row is unchanged unless it turns out to be a duplicate.
+    known: Vec<u64>,
+    known_rows: u64,
+    pub rows: u64,
     /// Bytes the first pass read; the second pass must read the same, or the file changed
     /// in between and the duplicate verdicts would not cover it.
     pub bytes: u64,
 }
 
 impl Duplicates {
-    pub fn scan(export: &mut Export, layout: &Layout) -> Result<Duplicates, ReadError> {
+    pub fn scan(
+        export: &mut Export,
+        layout: &Layout,
+        seed: RowSeed,
+        index: &RowIndex,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Duplicates, ReadError> {
         let mut dups = Duplicates::default();
-        let mut seen: Vec<([u64; 2], u64)> = Vec::new();
+        let mut seen: Vec<(u128, u64)> = Vec::new();
         let mut record = ByteRecord::new();
+        let mut scratch = Vec::new();
+        let check_index = !index.is_empty();
         while export.next_record(&mut record)? {
+            let row = dups.rows;
+            dups.rows += 1;
+            if row % 64 == 0 {
+                dups.known.push(0);
+                progress(export.offset());
+            }
             let Some(reference) = layout.reference(&record) else {
                 continue;
             };
-            if reference_problem(reference).is_none() {
-                seen.push((dups.key(reference), line_of(&record)));
+            if reference_problem(reference).is_some() {
+                continue;
+            }
+            let hash = hash128(reference);
+            seen.push((hash, line_of(&record)));
+            if check_index && index.get(hash as u64) == Some(seed.digest(&record, &mut scratch)) {
+                dups.known[(row / 64) as usize] |= 1 << (row % 64);
+                dups.known_rows += 1;
             }
         }
         seen.sort_unstable();
@@ -101,18 +167,23 @@ impl Duplicates {
         Ok(dups)
     }
 
-    fn key(&self, reference: &str) -> [u64; 2] {
-        [
-            self.hashers.0.hash_one(reference),
-            self.hashers.1.hash_one(reference),
-        ]
-    }
-
     pub fn lines(&self, reference: &str) -> Option<&[u64]> {
         if self.lines.is_empty() {
             return None;
         }
-        self.lines.get(&self.key(reference)).map(Vec::as_slice)
+        self.lines.get(&hash128(reference)).map(Vec::as_slice)
+    }
+
+    /// Whether row `row` (0-based) is known unchanged from the index (duplicates aside).
+    pub fn known(&self, row: u64) -> bool {
+        self.known
+            .get((row / 64) as usize)
+            .is_some_and(|bits| bits & (1 << (row % 64)) != 0)
+    }
+
+    /// Every row is known unchanged and none is a duplicate: the file needs no second pass.
+    pub fn all_known(&self) -> bool {
+        self.lines.is_empty() && self.known_rows == self.rows
     }
 }
 
@@ -134,6 +205,7 @@ impl Decider<'_> {
         layout: &Layout,
         dups: &Duplicates,
         record: &ByteRecord,
+        raw: Option<u64>,
     ) -> Result<Step, CacheError> {
         let origin = Origin::File(file);
         let done = |reference: String, problems: Vec<Problem>| {
@@ -146,6 +218,7 @@ impl Decider<'_> {
                     remember: None,
                 },
                 stale: Stale::default(),
+                raw,
             })
         };
         if let Some(reference) = layout.reference(record)
@@ -200,20 +273,16 @@ impl Decider<'_> {
                         remember: None,
                     },
                     stale,
+                    raw,
                 }));
             }
-            return self.fields(
-                origin,
-                pos,
-                reference,
-                mapped.fields,
-                Stale {
-                    rejection: true,
-                    ..stale
-                },
-            );
+            let stale = Stale {
+                rejection: true,
+                ..stale
+            };
+            return self.fields(origin, pos, reference, mapped.fields, stale, raw);
         }
-        self.fields(origin, pos, reference, mapped.fields, stale)
+        self.fields(origin, pos, reference, mapped.fields, stale, raw)
     }
 
     /// Decides a valid record: diff against the confirmed values.
@@ -224,6 +293,7 @@ impl Decider<'_> {
         reference: String,
         fields: Fields,
         stale: Stale,
+        raw: Option<u64>,
     ) -> Result<Step, CacheError> {
         let unchanged = |reference, pos| {
             Step::Done(Outcome {
@@ -232,6 +302,7 @@ impl Decider<'_> {
                 reference,
                 verdict: Verdict::Unchanged,
                 stale,
+                raw,
             })
         };
         if self.cache.row_digest(&reference)? == Some(fingerprint(&fields)) {
@@ -247,6 +318,7 @@ impl Decider<'_> {
                 fields,
                 patch,
                 stale,
+                raw,
             }),
         })
     }

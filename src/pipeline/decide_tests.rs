@@ -1,5 +1,5 @@
 use super::*;
-use crate::cache::Rejection;
+use crate::cache::{Rejection, RowIndex, index_key};
 use crate::config::Columns;
 use crate::model::Value;
 
@@ -42,7 +42,7 @@ impl Fixture {
             line: 2,
         };
         decider
-            .row(0, pos, &self.layout, dups, &ByteRecord::from(row.to_vec()))
+            .row(0, pos, &self.layout, dups, &ByteRecord::from(row.to_vec()), None)
             .unwrap()
     }
 }
@@ -156,8 +156,7 @@ fn duplicates_are_found_in_a_first_pass_and_reported_alone() {
         "Ref,Email\nA,a@b.co\n B ,bad\nC,c@d.co\nB,b@c.co\n..,x\n..,y\n",
     )
     .unwrap();
-    let mut export = Export::open(&path, b',').unwrap();
-    let dups = Duplicates::scan(&mut export, &f.layout).unwrap();
+    let dups = scan(&path, &f.layout, &RowIndex::default());
     assert_eq!(dups.lines("B"), Some(&[3, 5][..]));
     assert_eq!(dups.lines("A"), None);
     assert_eq!(
@@ -185,7 +184,7 @@ fn a_long_duplicate_list_is_cut_after_ten_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.csv");
     std::fs::write(&path, format!("Ref,Email\n{}", "Z,z@z.co\n".repeat(25))).unwrap();
-    let dups = Duplicates::scan(&mut Export::open(&path, b',').unwrap(), &f.layout).unwrap();
+    let dups = scan(&path, &f.layout, &RowIndex::default());
     let (v, _, _) = verdict(f.decide(["Z", "z@z.co"], false, &dups));
     let Verdict::Rejected { problems, .. } = v else {
         panic!()
@@ -194,4 +193,52 @@ fn a_long_duplicate_list_is_cut_after_ten_lines() {
         problems[0].message,
         "accountreference is on more than one row of this file (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, and 15 more); none of them was sent"
     );
+}
+
+fn scan(path: &std::path::Path, layout: &Layout, index: &RowIndex) -> Duplicates {
+    let mut export = Export::open(path, b',').unwrap();
+    Duplicates::scan(&mut export, layout, RowSeed::from_salt("t"), index, |_| {}).unwrap()
+}
+
+fn digest_of(row: &[&str]) -> u64 {
+    RowSeed::from_salt("t").digest(&ByteRecord::from(row.to_vec()), &mut Vec::new())
+}
+
+#[test]
+fn the_row_index_settles_only_identical_rows_that_are_alone_in_the_file() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.csv");
+    std::fs::write(&path, "Ref,Email\nA,a@b.co\nB,b@b.co\nC,c@b.co\n").unwrap();
+    let mut index = RowIndex::default();
+    index.apply([
+        (index_key("A"), Some(digest_of(&["A", "a@b.co"]))),
+        (index_key("B"), Some(digest_of(&["B", "old@b.co"]))), // B's row changed since
+    ]);
+    let dups = scan(&path, &f.layout, &index);
+    assert_eq!(
+        (dups.known(0), dups.known(1), dups.known(2)),
+        (true, false, false)
+    );
+    assert!(!dups.all_known());
+
+    index.apply([
+        (index_key("B"), Some(digest_of(&["B", "b@b.co"]))),
+        (index_key("C"), Some(digest_of(&["C", "c@b.co"]))),
+    ]);
+    assert!(scan(&path, &f.layout, &index).all_known());
+
+    // The same cells under another header or setting give another digest.
+    assert_ne!(
+        RowSeed::from_salt("u").digest(&ByteRecord::from(vec!["A", "a@b.co"]), &mut Vec::new()),
+        digest_of(&["A", "a@b.co"])
+    );
+    // Cell boundaries count: `A,Bc` is not `AB,c`.
+    assert_ne!(digest_of(&["A", "Bc"]), digest_of(&["AB", "c"]));
+
+    // A known row whose reference turns out duplicated is not all known.
+    std::fs::write(&path, "Ref,Email\nA,a@b.co\nA,a@b.co\n").unwrap();
+    let dups = scan(&path, &f.layout, &index);
+    assert!(dups.known(0) && !dups.all_known());
+    assert!(dups.lines("A").is_some());
 }

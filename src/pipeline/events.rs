@@ -12,6 +12,8 @@ use crate::send::Delivery;
 pub(super) enum Event {
     Outcome(Outcome),
     Outcomes(Vec<Outcome>),
+    /// Rows of a file the row index answered as unchanged.
+    Unchanged { file: usize, rows: u64 },
     /// Answered once every earlier event is recorded.
     Barrier(oneshot::Sender<()>),
 }
@@ -37,6 +39,8 @@ pub(super) async fn recorded(events: &mpsc::Sender<Event>) {
 pub(super) struct Batch<'a> {
     events: &'a mpsc::Sender<Event>,
     buf: Vec<Outcome>,
+    /// Rows answered from the row index, per file: counted here, sent once.
+    unchanged: Option<(usize, u64)>,
 }
 
 impl<'a> Batch<'a> {
@@ -46,6 +50,24 @@ impl<'a> Batch<'a> {
         Batch {
             events,
             buf: Vec::with_capacity(Self::SIZE),
+            unchanged: None,
+        }
+    }
+
+    /// Counts a row of `file` the row index answered as unchanged.
+    pub(super) fn unchanged(&mut self, file: usize, rows: u64) {
+        match &mut self.unchanged {
+            Some((f, n)) if *f == file => *n += rows,
+            _ => {
+                self.flush_unchanged();
+                self.unchanged = Some((file, rows));
+            }
+        }
+    }
+
+    fn flush_unchanged(&mut self) {
+        if let Some((file, rows)) = self.unchanged.take() {
+            let _ = self.events.blocking_send(Event::Unchanged { file, rows });
         }
     }
 
@@ -67,6 +89,7 @@ impl<'a> Batch<'a> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.flush();
+        self.flush_unchanged();
     }
 }
 
@@ -83,7 +106,12 @@ pub(super) fn record_all(
         let outcomes = match event {
             Event::Outcome(o) => vec![o],
             Event::Outcomes(batch) => batch,
+            Event::Unchanged { file, rows } => {
+                recorder.unchanged(file, rows);
+                continue;
+            }
             Event::Barrier(done) => {
+                recorder.settle_index();
                 let _ = done.send(());
                 continue;
             }

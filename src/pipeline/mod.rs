@@ -30,7 +30,7 @@ use crate::report::{Counts, FileSummary, Report, ReportError, Summary};
 use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
 use crate::send::{Sender, Stop};
-pub use decide::{Decider, Duplicates, Job, Step, delivered};
+pub use decide::{Decider, Duplicates, Job, RowSeed, Step, delivered};
 use events::{Batch, Event, delivered_event, record_all, recorded};
 pub use progress::Progress;
 
@@ -107,6 +107,7 @@ impl Ctx {
                 reference: job.reference,
                 verdict: Verdict::Updated(job.patch),
                 stale: job.stale,
+                raw: job.raw,
             },
         };
         out.push(outcome)
@@ -187,6 +188,12 @@ pub async fn run(
     let failure = failure
         .or(record_failure.map(RunError::from))
         .or(flushed.map(RunError::from));
+    if failure.is_none()
+        && let Err(error) = cache.save_row_index()
+    {
+        // The index only saves time: without it the next run decides every row in full.
+        tracing::warn!(%error, "Cannot write the row index; the next run checks every row in full.");
+    }
     let stop = match failure {
         Some(e) => Some(Stop {
             reason: e.to_string(),
@@ -338,9 +345,10 @@ where
     produced?
 }
 
-/// Two passes over one file: duplicates first (a row may only be sent once we know its
-/// reference is alone in the file), then every row decided and dispatched in order.
-/// Returns whether every row reached a bucket.
+/// Two passes over one file: the first finds duplicates and the rows the row index knows
+/// as unchanged (a row may only be sent once we know its reference is alone in the file);
+/// the second decides every other row and dispatches it in order. A file whose every row
+/// the index knows needs no second pass. Returns whether every row reached a bucket.
 fn prepare_file(
     ctx: &Ctx,
     file: usize,
@@ -349,29 +357,49 @@ fn prepare_file(
     events: &mpsc::Sender<Event>,
 ) -> Result<bool, RunError> {
     let (mut export, layout) = open_checked(&ctx.config, path)?;
-    let dups = Duplicates::scan(&mut export, &layout)?;
-    let (mut export, _) = open_checked(&ctx.config, path)?;
     let name: Arc<str> = path.display().to_string().into();
     ctx.progress.start_file(&name, export.size());
-    let decider = ctx.decider();
+    let seed = RowSeed::new(&ctx.config, export.header());
+    let dups = {
+        let index = ctx.cache.row_index();
+        Duplicates::scan(&mut export, &layout, seed, &index, |at| {
+            ctx.progress.set_offset(at)
+        })?
+    };
     let mut out = Batch::new(events);
+    if dups.all_known() {
+        out.unchanged(file, dups.rows);
+        ctx.progress.set_offset(export.size());
+        return Ok(true);
+    }
+    let (mut export, _) = open_checked(&ctx.config, path)?;
+    ctx.progress.start_file(&name, export.size());
+    let decider = ctx.decider();
     let mut record = ByteRecord::new();
-    let mut rows = 0u64;
+    let mut scratch = Vec::new();
+    let mut row = 0u64;
     while export.next_record(&mut record)? {
         if ctx.cancel.is_cancelled() {
             return Ok(false);
+        }
+        let known = dups.known(row);
+        row += 1;
+        if row.is_multiple_of(64) {
+            ctx.progress.set_offset(export.offset());
+        }
+        let reference = layout.reference(&record);
+        if known && reference.is_some_and(|r| dups.lines(r).is_none()) {
+            out.unchanged(file, 1);
+            continue;
         }
         let pos = Position {
             file: name.clone(),
             line: line_of(&record),
         };
-        let step = decider.row(file, pos, &layout, &dups, &record)?;
+        let raw = Some(seed.digest(&record, &mut scratch));
+        let step = decider.row(file, pos, &layout, &dups, &record, raw)?;
         if !ctx.dispatch(step, jobs, &mut out) {
             return Ok(false);
-        }
-        rows += 1;
-        if rows.is_multiple_of(64) {
-            ctx.progress.set_offset(export.offset());
         }
     }
     if export.offset() != dups.bytes {
@@ -408,7 +436,7 @@ fn replay_earlier(
             pending: true,
             rejection: false,
         };
-        let step = decider.fields(Origin::Earlier, pos, reference, pending.fields, stale)?;
+        let step = decider.fields(Origin::Earlier, pos, reference, pending.fields, stale, None)?;
         if !ctx.dispatch(step, jobs, &mut out) {
             return Ok(false);
         }
