@@ -26,7 +26,7 @@ use sled::transaction::{
 use crate::diff::apply;
 use crate::model::RowDigest;
 use crate::model::{Change, Fields, Problem};
-pub use index::{RowIndex, Update as IndexUpdate, hash128, key as index_key};
+pub use index::{RowIndex, hash128, key as index_key};
 
 /// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
 /// misreading it.
@@ -137,7 +137,12 @@ impl Cache {
             path: path.to_path_buf(),
             source: e.into(),
         })?;
-        Ok(Cache::new(Some(trees), None, index, Some(path.to_path_buf())))
+        Ok(Cache::new(
+            Some(trees),
+            None,
+            index,
+            Some(path.to_path_buf()),
+        ))
     }
 
     fn new(
@@ -194,7 +199,11 @@ impl Cache {
         if let Some(t) = self.inner.trees.get() {
             return Ok(t);
         }
-        let mut deferred = self.inner.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deferred = self
+            .inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(t) = self.inner.trees.get() {
             return Ok(t); // another thread took the copy while this one waited
         }
@@ -220,12 +229,9 @@ impl Cache {
         self.inner.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn update_row_index(&self, updates: Vec<IndexUpdate>) {
-        if updates.is_empty() {
-            return;
-        }
+    pub fn update_row_index(&self, key: u64, digest: Option<u64>) {
         let mut index = self.inner.index.write().unwrap_or_else(|e| e.into_inner());
-        index.apply(updates);
+        index.apply([(key, digest)]);
     }
 
     /// Writes the row index back, after a run whose every cache write was flushed. A dry
@@ -238,7 +244,6 @@ impl Cache {
             .save(home, trees.outbox.is_empty())
             .map_err(|e| CacheError::Storage(e.into()))
     }
-
 }
 
 fn copy_error(path: &Path, source: std::io::Error) -> CacheError {
@@ -291,7 +296,6 @@ fn open_trees(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Trees
 }
 
 impl Cache {
-
     pub fn confirmed(&self, reference: &str) -> Result<Fields, CacheError> {
         Ok(get(&self.trees()?.confirmed, reference)?.unwrap_or_default())
     }

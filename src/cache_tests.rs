@@ -179,8 +179,10 @@ fn the_row_index_is_gone_while_a_run_writes_and_back_after_it() {
     let file = RowIndex::path(&path);
     {
         let cache = Cache::open(&path, 16).unwrap();
-        cache.confirm("A", &[change("email", "a@b.co")], [7; 16]).unwrap();
-        cache.update_row_index(vec![(index_key("A"), Some(42))]);
+        cache
+            .confirm("A", &[change("email", "a@b.co")], [7; 16])
+            .unwrap();
+        cache.update_row_index(index_key("A"), Some(42));
         assert!(!file.exists());
         cache.save_row_index().unwrap();
     }
@@ -200,7 +202,10 @@ fn the_row_index_is_gone_while_a_run_writes_and_back_after_it() {
         assert!(copy.row_index().outbox_was_empty);
         assert!(copy.inner.trees.get().is_none(), "no copy taken yet");
         assert_eq!(copy.pending_before("r").count(), 0);
-        assert!(copy.inner.trees.get().is_none(), "an empty outbox needs no copy");
+        assert!(
+            copy.inner.trees.get().is_none(),
+            "an empty outbox needs no copy"
+        );
         assert_eq!(copy.confirmed("A").unwrap().len(), 1);
         assert!(copy.inner.trees.get().is_some());
         assert!(file.exists(), "a dry run never removes the index");

@@ -42,6 +42,10 @@ pub enum ConfigError {
     },
     #[error("no API token: {file} is empty (config [api].token_file in {path})")]
     TokenFileEmpty { file: PathBuf, path: PathBuf },
+    #[error(
+        "no API token: [api].token_file in {path} starts with ${{CREDENTIALS_DIRECTORY}}, which is not set; systemd sets it for a unit with LoadCredential=, elsewhere give the token file's path"
+    )]
+    NoCredentialsDirectory { path: PathBuf },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -66,6 +70,8 @@ struct RawConfig {
     report: RawReport,
     #[serde(default)]
     schedule: RawSchedule,
+    #[serde(default)]
+    shutdown: RawShutdown,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,11 +217,13 @@ impl Default for RawCache {
 #[serde(deny_unknown_fields, default)]
 struct RawReport {
     dir: PathBuf,
+    metrics_file: Option<PathBuf>,
 }
 impl Default for RawReport {
     fn default() -> Self {
         RawReport {
             dir: PathBuf::from("reports"),
+            metrics_file: None,
         }
     }
 }
@@ -224,12 +232,25 @@ impl Default for RawReport {
 #[serde(deny_unknown_fields, default)]
 struct RawSchedule {
     cron: String,
+    timezone: String,
 }
 impl Default for RawSchedule {
     fn default() -> Self {
         RawSchedule {
             cron: "0 0 2 * * *".into(),
+            timezone: "UTC".into(),
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawShutdown {
+    deadline_secs: u64,
+}
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown { deadline_secs: 20 }
     }
 }
 
@@ -240,7 +261,13 @@ impl Default for RawSchedule {
 pub enum TokenSource {
     Env(String),
     File(PathBuf),
+    /// `${CREDENTIALS_DIRECTORY}/name`: a systemd credential, found at run time, so one
+    /// config serves the daemon unit and the timer's unit (each has its own directory).
+    Credential(String),
 }
+
+/// The prefix of a `token_file` that names a systemd credential.
+const CREDENTIALS_PREFIX: &str = "${CREDENTIALS_DIRECTORY}/";
 
 #[derive(Clone, Debug)]
 pub struct Api {
@@ -318,7 +345,13 @@ pub struct Config {
     /// sled's page cache, in MiB.
     pub cache_memory_mb: u64,
     pub report_dir: PathBuf,
+    /// node_exporter textfile written after each run.
+    pub metrics_file: Option<PathBuf>,
     pub cron: String,
+    /// IANA zone the cron expression is read in.
+    pub timezone: String,
+    /// How long a signalled run may take to finish its requests in flight and its report.
+    pub shutdown_deadline: Duration,
 }
 
 impl Config {
@@ -352,24 +385,33 @@ impl Config {
                     path: self.path.clone(),
                 }),
             },
-            TokenSource::File(file) => {
-                let text = std::fs::read_to_string(file).map_err(|source| {
-                    ConfigError::TokenFileUnreadable {
-                        file: file.clone(),
+            TokenSource::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| ConfigError::NoCredentialsDirectory {
                         path: self.path.clone(),
-                        source,
-                    }
-                })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(ConfigError::TokenFileEmpty {
-                        file: file.clone(),
-                        path: self.path.clone(),
-                    });
-                }
-                Ok(SecretString::from(token.to_owned()))
+                    })?;
+                self.token_from_file(&Path::new(&dir).join(name))
             }
+            TokenSource::File(file) => self.token_from_file(file),
         }
+    }
+
+    fn token_from_file(&self, file: &Path) -> Result<SecretString, ConfigError> {
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::TokenFileUnreadable {
+                file: file.to_path_buf(),
+                path: self.path.clone(),
+                source,
+            })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::TokenFileEmpty {
+                file: file.to_path_buf(),
+                path: self.path.clone(),
+            });
+        }
+        Ok(SecretString::from(token.to_owned()))
     }
 }
 
@@ -426,7 +468,17 @@ impl Checker<'_> {
             },
             cache_path: self.resolve(raw.cache.path),
             report_dir: self.resolve(raw.report.dir),
+            metrics_file: raw.report.metrics_file.map(|f| self.resolve(f)),
             cron: raw.schedule.cron,
+            timezone: raw.schedule.timezone,
+            shutdown_deadline: match raw.shutdown.deadline_secs {
+                s @ 1..=3600 => Duration::from_secs(s),
+                _ => {
+                    return Err(
+                        self.invalid("shutdown.deadline_secs", "must be between 1 and 3600")
+                    );
+                }
+            },
         })
     }
 
@@ -442,7 +494,15 @@ impl Checker<'_> {
             (Some(_), Some(_)) => {
                 return Err(self.invalid("api", "token_env and token_file are both set; keep one"));
             }
-            (_, Some(file)) => TokenSource::File(self.resolve(file)),
+            (_, Some(file)) => match file
+                .to_str()
+                .and_then(|f| f.strip_prefix(CREDENTIALS_PREFIX))
+            {
+                Some(name) if !name.is_empty() && !name.contains('/') => {
+                    TokenSource::Credential(name.to_owned())
+                }
+                _ => TokenSource::File(self.resolve(file)),
+            },
             (Some(var), None) if var.trim().is_empty() => {
                 return Err(self.invalid("api.token_env", "is empty; name an environment variable"));
             }

@@ -144,3 +144,51 @@ fn secrets_do_not_show_in_debug_output() {
     let token = c.token().unwrap();
     assert!(!format!("{token:?} {c:?}").contains("s3cret-value"));
 }
+
+#[test]
+fn a_systemd_credential_is_found_at_run_time_and_its_absence_explained() {
+    let text = MINIMAL.replace(
+        "[columns]",
+        "token_file = \"${CREDENTIALS_DIRECTORY}/api-token\"\n[columns]",
+    );
+    let c = parse(&text).unwrap();
+    assert!(
+        matches!(&c.api.token, TokenSource::Credential(n) if n == "api-token"),
+        "{:?}",
+        c.api.token
+    );
+    // The variable is read with the token, not at parse time. Tests cannot safely change
+    // the process environment, so the message is checked only where the variable is unset;
+    // tests/cli.rs reads a token through it in a child process.
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+        let msg = c.token().unwrap_err().to_string();
+        assert!(
+            msg.contains("CREDENTIALS_DIRECTORY") && msg.contains("LoadCredential="),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn schedule_shutdown_and_metrics_have_defaults_and_limits() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        (c.cron.as_str(), c.timezone.as_str()),
+        ("0 0 2 * * *", "UTC")
+    );
+    assert_eq!(c.shutdown_deadline, Duration::from_secs(20));
+    assert_eq!(c.metrics_file, None);
+    let c = parse(&format!(
+        "{MINIMAL}[report]\nmetrics_file = \"m/accountsync.prom\"\n[shutdown]\ndeadline_secs = 5\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.metrics_file.as_deref(),
+        Some(Path::new("/etc/accountsync/m/accountsync.prom"))
+    );
+    assert_eq!(c.shutdown_deadline, Duration::from_secs(5));
+    refused(
+        &format!("{MINIMAL}[shutdown]\ndeadline_secs = 0\n"),
+        &["[shutdown.deadline_secs]", "between 1 and 3600"],
+    );
+}

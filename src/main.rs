@@ -62,6 +62,7 @@ fn main() -> ExitCode {
                 dry_run,
                 retry_rejected,
                 progress: true,
+                shutdown: Default::default(),
             };
             match run(&cli.config, opts) {
                 Ok(result) => {
@@ -84,7 +85,16 @@ fn run(config_path: &std::path::Path, opts: RunOptions) -> anyhow::Result<RunRes
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(pipeline::run(&config, &token, opts))?;
+    let result = runtime.block_on(async {
+        let shutdown = opts.shutdown.clone();
+        tokio::spawn(async move {
+            if let Some(name) = termination().await {
+                tracing::warn!(signal = name, "Stopping the run cleanly.");
+                shutdown.cancel();
+            }
+        });
+        pipeline::run(&config, &token, opts).await
+    })?;
     if let Some(why) = &result.summary.stopped {
         let level = if result.summary.exit_code == i32::from(EXIT_FATAL) {
             "error"
@@ -128,6 +138,18 @@ fn print_summary(result: &RunResult) {
         s.requests_sent, s.retries, s.throttled, s.requests_per_second
     );
     println!("  report: {}", result.report_dir.display());
+}
+
+/// The first SIGTERM or SIGINT; `None` if the handlers cannot be installed (the default
+/// action, ending the process, then applies).
+async fn termination() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
 }
 
 /// Logs go to stderr; colours only on a terminal so journald and files stay clean.

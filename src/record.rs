@@ -1,7 +1,7 @@
 //! Record: the last stage, and the only place that writes the cache. It sees every row's
 //! outcome exactly once, so it also keeps the bucket counts the summary adds up.
 
-use crate::cache::{Cache, CacheError, IndexUpdate, Pending, Rejection, index_key};
+use crate::cache::{Cache, CacheError, Pending, Rejection, index_key};
 use crate::model::{Fields, Patch, Position, Problem};
 use crate::report::{Counts, Report, ReportError};
 
@@ -69,8 +69,6 @@ pub struct Recorder {
     confirm_until: usize,
     pub files: Vec<Counts>,
     pub earlier: Counts,
-    /// Row index changes of the outcomes recorded since the last barrier.
-    index: Vec<IndexUpdate>,
 }
 
 impl Recorder {
@@ -85,7 +83,6 @@ impl Recorder {
             },
             files: vec![Counts::default(); files],
             earlier: Counts::default(),
-            index: Vec::new(),
         }
     }
 
@@ -96,12 +93,6 @@ impl Recorder {
         counts.unchanged += rows;
     }
 
-    /// Hands the row index what was recorded since the last call; called at each stage's
-    /// barrier, so the next stage sees it, and at the end.
-    pub fn settle_index(&mut self) {
-        self.cache.update_row_index(std::mem::take(&mut self.index));
-    }
-
     /// Counts the outcome, writes its report rows, then its one cache transaction.
     pub fn record(&mut self, o: Outcome) -> Result<(), RecordError> {
         let counts = match o.origin {
@@ -110,13 +101,21 @@ impl Recorder {
         };
         counts.rows_read += 1;
         let r = o.reference.as_str();
-        // The index keeps a row only while the account has nothing pending or remembered
-        // and its confirmed values are that row's; any other outcome drops the entry.
-        let keep = match (&o.verdict, o.origin) {
-            (Verdict::Unchanged | Verdict::Updated(_), Origin::File(_)) => o.raw,
-            _ => None,
+        let later_reads_it = match o.origin {
+            Origin::File(i) => i < self.confirm_until,
+            Origin::Earlier => self.confirm_until == usize::MAX,
         };
-        self.index.push((index_key(r), keep));
+        // The index keeps a row only while the account has nothing pending or remembered
+        // and its confirmed values are that row's; any other outcome drops the entry. No
+        // stage reads the index while a file's outcomes are recorded (the first pass reads
+        // it before, the next file after the barrier), so it is updated in place.
+        if later_reads_it {
+            let keep = match (&o.verdict, o.origin) {
+                (Verdict::Unchanged | Verdict::Updated(_), Origin::File(_)) => o.raw,
+                _ => None,
+            };
+            self.cache.update_row_index(index_key(r), keep);
+        }
         match o.verdict {
             Verdict::Unchanged => {
                 counts.unchanged += 1;
@@ -127,10 +126,6 @@ impl Recorder {
                 for c in &patch.changes {
                     self.report.change(&o.pos, r, c)?;
                 }
-                let later_reads_it = match o.origin {
-                    Origin::File(i) => i < self.confirm_until,
-                    Origin::Earlier => self.confirm_until == usize::MAX,
-                };
                 if later_reads_it {
                     self.cache.confirm(r, &patch.changes, patch.row)?;
                 } else {
@@ -167,8 +162,7 @@ impl Recorder {
         Ok(())
     }
 
-    pub fn into_report(mut self) -> (Report, Vec<Counts>, Counts) {
-        self.settle_index();
+    pub fn into_report(self) -> (Report, Vec<Counts>, Counts) {
         (self.report, self.files, self.earlier)
     }
 }

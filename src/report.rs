@@ -77,6 +77,9 @@ pub struct Summary {
     pub requests_per_second: f64,
     /// Why the run stopped early, when it did.
     pub stopped: Option<String>,
+    /// Stopped by SIGTERM/SIGINT: what was read and not confirmed is kept for the next run.
+    #[serde(default)]
+    pub interrupted: bool,
     pub exit_code: i32,
 }
 

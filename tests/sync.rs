@@ -517,7 +517,10 @@ fn a_row_reverted_after_a_failure_replaces_the_kept_one_instead_of_matching_the_
     let third = wd.write("n3.csv", night("a1@example.com"));
 
     wd.run(&[&first.display().to_string()]).expect_code(0);
-    assert!(wd.path("cache/rows.idx").exists(), "a run leaves the row index");
+    assert!(
+        wd.path("cache/rows.idx").exists(),
+        "a run leaves the row index"
+    );
     sb.set_failures(&["A-1"]);
     let run2 = wd.run(&[&second.display().to_string()]);
     run2.expect_code(1);
@@ -563,7 +566,10 @@ fn a_changed_limit_is_applied_to_rows_the_index_knows() {
     run.expect_counts(1, 0, 0, 1, 0);
     let errors = run.errors();
     assert_eq!(
-        errors.iter().map(|e| e["message"].as_str()).collect::<Vec<_>>(),
+        errors
+            .iter()
+            .map(|e| e["message"].as_str())
+            .collect::<Vec<_>>(),
         ["firstname provided exceeds maximum length"],
         "{run}"
     );

@@ -191,7 +191,10 @@ mod tests {
         index.apply([(1, Some(10)), (2, Some(20)), (3, Some(30)), (2, None)]);
         index.save(dir.path(), true).unwrap();
         let back = RowIndex::load(dir.path());
-        assert_eq!((back.get(1), back.get(2), back.get(3)), (Some(10), None, Some(30)));
+        assert_eq!(
+            (back.get(1), back.get(2), back.get(3)),
+            (Some(10), None, Some(30))
+        );
         assert!(back.outbox_was_empty);
 
         let path = RowIndex::path(dir.path());

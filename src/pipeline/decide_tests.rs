@@ -42,7 +42,14 @@ impl Fixture {
             line: 2,
         };
         decider
-            .row(0, pos, &self.layout, dups, &ByteRecord::from(row.to_vec()), None)
+            .row(
+                0,
+                pos,
+                &self.layout,
+                dups,
+                &ByteRecord::from(row.to_vec()),
+                None,
+            )
             .unwrap()
     }
 }

@@ -13,7 +13,10 @@ pub(super) enum Event {
     Outcome(Outcome),
     Outcomes(Vec<Outcome>),
     /// Rows of a file the row index answered as unchanged.
-    Unchanged { file: usize, rows: u64 },
+    Unchanged {
+        file: usize,
+        rows: u64,
+    },
     /// Answered once every earlier event is recorded.
     Barrier(oneshot::Sender<()>),
 }
@@ -111,7 +114,6 @@ pub(super) fn record_all(
                 continue;
             }
             Event::Barrier(done) => {
-                recorder.settle_index();
                 let _ = done.send(());
                 continue;
             }

@@ -65,6 +65,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     pub retry_rejected: bool,
     pub progress: bool,
+    /// Cancelled on SIGTERM/SIGINT: reading stops, requests in flight get until
+    /// `[shutdown].deadline_secs` (less a margin for the report) to answer.
+    pub shutdown: CancellationToken,
 }
 
 pub struct RunResult {
@@ -172,6 +175,22 @@ pub async fn run(
         opts: opts.clone(),
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
+    let on_signal = {
+        let (sender, shutdown) = (sender.clone(), opts.shutdown.clone());
+        // What is left after the requests: recording, the report, the cache flush.
+        let deadline = config.shutdown_deadline;
+        let grace = deadline
+            .saturating_sub(std::time::Duration::from_secs(2))
+            .max(deadline / 2);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "Signal received: reading stops, requests in flight may finish."
+            );
+            sender.interrupt(grace);
+        })
+    };
     // Counted in events, and a batch event holds 256 outcomes (a new account's outcome
     // carries its whole patch, a few KB): 16 keeps the backlog in the low tens of MB.
     let (events, event_rx) = mpsc::channel::<Event>(16);
@@ -182,6 +201,7 @@ pub async fn run(
     let (complete, failure) = sync_all(&ctx, &sender, &events, &files, &run_id).await;
     drop(events);
     watcher.abort();
+    on_signal.abort();
     ctx.progress.finish();
     let (recorder, record_failure) = record_task.await?;
     let flushed = cache.flush().await.err();
@@ -220,8 +240,11 @@ pub async fn run(
             archived_to,
         });
     }
+    let interrupted = sender.interrupted();
     let exit_code = match &stop {
         Some(s) if s.fatal => 2,
+        // Asked to stop and did so cleanly: the unsent rest is kept for the next run.
+        Some(_) if interrupted => 0,
         Some(_) => 1,
         None if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 => 1,
         None => 0,
@@ -246,6 +269,7 @@ pub async fn run(
             0.0
         },
         stopped: stop.map(|s| s.reason),
+        interrupted,
         exit_code,
     };
     report.finish(&summary)?;

@@ -8,7 +8,7 @@ pub mod throttle;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -59,6 +59,10 @@ pub struct Sender {
     max_in_flight: usize,
     /// Cancelled on 401 (and by a caller that wants to stop): no new request starts.
     pub cancel: CancellationToken,
+    /// Cancelled when a signalled run's deadline for requests in flight has passed: their
+    /// answers are no longer awaited and the records are kept for the next run.
+    abandon: CancellationToken,
+    interrupted: AtomicBool,
     pub stats: Arc<SendStats>,
     stop: Mutex<Option<Stop>>,
 }
@@ -71,6 +75,8 @@ impl Sender {
             retry,
             max_in_flight,
             cancel: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            interrupted: AtomicBool::new(false),
             stats: Arc::default(),
             stop: Mutex::new(None),
         }
@@ -84,6 +90,26 @@ impl Sender {
             *stop = Some(Stop { reason, fatal });
         }
         self.cancel.cancel();
+    }
+
+    /// SIGTERM/SIGINT: no new request starts; those in flight get `grace` to answer, then
+    /// are abandoned (kept for the next run: the API may or may not have applied them, and
+    /// sending the same values again is harmless).
+    pub fn interrupt(&self, grace: Duration) {
+        self.interrupted.store(true, Ordering::Relaxed);
+        self.stop(
+            "interrupted by a signal; records not confirmed are kept for the next run".into(),
+            false,
+        );
+        let abandon = self.abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            abandon.cancel();
+        });
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
     }
 
     pub fn stopped(&self) -> Option<Stop> {
@@ -151,8 +177,15 @@ impl Sender {
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let answer = self.client.patch(reference, body.clone()).await;
+            let answer = tokio::select! {
+                a = self.client.patch(reference, body.clone()) => Some(a),
+                () = self.abandon.cancelled() => None,
+            };
             self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let Some(answer) = answer else {
+                let why = "interrupted before the API answered; kept for the next run";
+                return Delivery::Failed(failed(None, why.into()));
+            };
             let decision = match answer {
                 Ok(a) => {
                     let after = a
