@@ -10,6 +10,7 @@
 //! Beside sled sits the row index (`index.rs`), the faster path to "unchanged" that needs no
 //! sled read at all.
 
+mod admin;
 mod index;
 
 use std::fs::File;
@@ -26,6 +27,7 @@ use sled::transaction::{
 use crate::diff::apply;
 use crate::model::RowDigest;
 use crate::model::{Change, Fields, Problem};
+pub use admin::{AdminError, Entry, Stats, last_run, set_last_run};
 pub use index::{RowIndex, hash128, key as index_key};
 
 /// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
