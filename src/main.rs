@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             let opts = RunOptions {
                 files,
                 dry_run,
+                baseline: false,
                 retry_rejected,
                 progress: true,
                 shutdown: Default::default(),

@@ -1,6 +1,9 @@
 //! Record: the last stage, and the only place that writes the cache. It sees every row's
 //! outcome exactly once, so it also keeps the bucket counts the summary adds up.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::cache::{Cache, CacheError, Pending, Rejection, index_key};
 use crate::model::{Fields, Patch, Position, Problem};
 use crate::report::{Counts, Report, ReportError};
@@ -11,6 +14,13 @@ pub enum RecordError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Report(#[from] ReportError),
+}
+
+/// Running counts the record stage keeps for the progress display.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub rows: AtomicU64,
+    pub rejected: AtomicU64,
 }
 
 /// Where a record came from: a file of this run (by index) or an earlier run's outbox.
@@ -69,6 +79,7 @@ pub struct Recorder {
     confirm_until: usize,
     pub files: Vec<Counts>,
     pub earlier: Counts,
+    live: Arc<Live>,
 }
 
 impl Recorder {
@@ -83,7 +94,14 @@ impl Recorder {
             },
             files: vec![Counts::default(); files],
             earlier: Counts::default(),
+            live: Arc::default(),
         }
+    }
+
+    /// Shares the running counts with the progress display.
+    pub fn with_live(mut self, live: Arc<Live>) -> Recorder {
+        self.live = live;
+        self
     }
 
     /// Rows the row index answered as unchanged: nothing to write, only to count.
@@ -91,6 +109,7 @@ impl Recorder {
         let counts = &mut self.files[file];
         counts.rows_read += rows;
         counts.unchanged += rows;
+        self.live.rows.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// Counts the outcome, writes its report rows, then its one cache transaction.
@@ -100,6 +119,7 @@ impl Recorder {
             Origin::Earlier => &mut self.earlier,
         };
         counts.rows_read += 1;
+        self.live.rows.fetch_add(1, Ordering::Relaxed);
         let r = o.reference.as_str();
         let later_reads_it = match o.origin {
             Origin::File(i) => i < self.confirm_until,
@@ -137,6 +157,7 @@ impl Recorder {
             }
             Verdict::Rejected { problems, remember } => {
                 counts.rejected += 1;
+                self.live.rejected.fetch_add(1, Ordering::Relaxed);
                 for p in &problems {
                     self.report.problem(&o.pos, r, p)?;
                 }

@@ -64,6 +64,9 @@ pub struct FileSummary {
 pub struct Summary {
     pub run_id: String,
     pub dry_run: bool,
+    /// Rows were recorded as confirmed without sending (`accountsync baseline`).
+    #[serde(default)]
+    pub baseline: bool,
     pub files: Vec<FileSummary>,
     #[serde(flatten)]
     pub counts: Counts,

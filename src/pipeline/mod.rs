@@ -32,7 +32,7 @@ use crate::send::throttle::Throttle;
 use crate::send::{Sender, Stop};
 pub use decide::{Decider, Duplicates, Job, RowSeed, Step, delivered};
 use events::{Batch, Event, delivered_event, record_all, recorded};
-pub use progress::Progress;
+pub use progress::{LogWriter, Progress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -63,6 +63,9 @@ pub struct RunOptions {
     /// Files to sync in this order; empty means the inbox.
     pub files: Vec<PathBuf>,
     pub dry_run: bool,
+    /// `accountsync baseline`: record every row as confirmed without sending it, for the
+    /// first night when the API already holds the data.
+    pub baseline: bool,
     pub retry_rejected: bool,
     pub progress: bool,
     /// Cancelled on SIGTERM/SIGINT: reading stops, requests in flight get until
@@ -84,6 +87,7 @@ struct Ctx {
     opts: RunOptions,
     cancel: CancellationToken,
     progress: Progress,
+    file_count: usize,
 }
 
 impl Ctx {
@@ -172,6 +176,7 @@ pub async fn run(
         today: started.date_naive(),
         cancel: sender.cancel.clone(),
         progress: Progress::new(opts.progress),
+        file_count: files.len(),
         opts: opts.clone(),
     });
     let watcher = ctx.progress.watch(sender.stats.clone());
@@ -194,7 +199,8 @@ pub async fn run(
     // Counted in events, and a batch event holds 256 outcomes (a new account's outcome
     // carries its whole patch, a few KB): 16 keeps the backlog in the low tens of MB.
     let (events, event_rx) = mpsc::channel::<Event>(16);
-    let recorder = Recorder::new(cache.clone(), report, files.len(), opts.dry_run);
+    let recorder = Recorder::new(cache.clone(), report, files.len(), opts.dry_run)
+        .with_live(ctx.progress.live.clone());
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
 
@@ -254,6 +260,7 @@ pub async fn run(
     let summary = Summary {
         run_id,
         dry_run: opts.dry_run,
+        baseline: opts.baseline,
         files: summaries,
         counts: total,
         retried_from_earlier_runs: earlier,
@@ -312,7 +319,9 @@ async fn sync_all(
             Err(e) => return (complete, Some(e)),
         }
     }
-    if ctx.cancel.is_cancelled() {
+    // A baseline records rows as confirmed without sending: replaying kept records that way
+    // would mark them confirmed although the API never saw them.
+    if ctx.cancel.is_cancelled() || ctx.opts.baseline {
         return (complete, None);
     }
     let (ctx2, events2, run_id2) = (ctx.clone(), events.clone(), run_id.to_owned());
@@ -356,7 +365,7 @@ async fn stage<F>(
 where
     F: FnOnce(Option<&mpsc::Sender<Job>>) -> Result<bool, RunError> + Send + 'static,
 {
-    if ctx.opts.dry_run {
+    if ctx.opts.dry_run || ctx.opts.baseline {
         let produced = tokio::task::spawn_blocking(move || produce(None)).await;
         recorded(events).await;
         return produced?;
@@ -382,7 +391,9 @@ fn prepare_file(
 ) -> Result<bool, RunError> {
     let (mut export, layout) = open_checked(&ctx.config, path)?;
     let name: Arc<str> = path.display().to_string().into();
-    ctx.progress.start_file(&name, export.size());
+    let n = file + 1;
+    ctx.progress
+        .start_file(&name, n, ctx.file_count, 1, export.size());
     let seed = RowSeed::new(&ctx.config, export.header());
     let dups = {
         let index = ctx.cache.row_index();
@@ -397,7 +408,8 @@ fn prepare_file(
         return Ok(true);
     }
     let (mut export, _) = open_checked(&ctx.config, path)?;
-    ctx.progress.start_file(&name, export.size());
+    ctx.progress
+        .start_file(&name, n, ctx.file_count, 2, export.size());
     let decider = ctx.decider();
     let mut record = ByteRecord::new();
     let mut scratch = Vec::new();
