@@ -140,6 +140,17 @@ impl Layout {
         }
     }
 
+    /// Headers no column reads: what `check-config` lists so an operator notices a CRM
+    /// column that could be mapped, or a renamed one.
+    pub fn unmapped<'h>(&self, header: &'h [String]) -> Vec<&'h str> {
+        header
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.reference && !self.columns.iter().any(|c| c.index == *i))
+            .map(|(_, h)| h.as_str())
+            .collect()
+    }
+
     /// The mapped addresstypes, which the diff needs to rebuild whole `addresses` arrays.
     pub fn address_types(&self) -> &[String] {
         &self.address_types

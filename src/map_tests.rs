@@ -166,3 +166,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unmapped_headers_are_listed_in_file_order() {
+    let mut columns = Columns {
+        accountreference: "Ref".into(),
+        ..Columns::default()
+    };
+    columns.fields.insert("email".into(), "Email".into());
+    let header: Vec<String> = ["Notes", "Ref", "Email", "Fax"].map(String::from).to_vec();
+    let layout = Layout::resolve(&columns, &header).unwrap();
+    assert_eq!(layout.unmapped(&header), ["Notes", "Fax"]);
+}
