@@ -78,6 +78,10 @@ pub struct Summary {
     /// Why the run stopped early, when it did.
     pub stopped: Option<String>,
     pub exit_code: i32,
+    /// Whether SIGTERM/SIGINT cut the run short (rows not yet sent are left for the next
+    /// run). False when absent, so summaries written before the field existed still read.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 pub struct Report {

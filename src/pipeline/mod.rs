@@ -240,6 +240,8 @@ pub async fn run(
         },
         stopped: stop.map(|s| s.reason),
         exit_code,
+        // Set by the daemon's signal handling (nightly-service issue), not by a run yet.
+        interrupted: false,
     };
     report.finish(&summary)?;
     tracing::info!(
