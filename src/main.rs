@@ -13,10 +13,18 @@ use clap::{Parser, Subcommand};
 /// "The run could not proceed" (CONTRACT §1); 0 and 1 come from the run's summary.
 const EXIT_FATAL: u8 = 2;
 
+/// `accountsync 0.1.0 (commit 1a2b3c4d5e6f)`: the commit comes from `build.rs`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ACCOUNTSYNC_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "accountsync",
-    version,
+    version = VERSION,
     about = "Sync a CRM export to the Accounts API, sending only what changed."
 )]
 struct Cli {

@@ -631,3 +631,45 @@ fn a_second_run_on_a_busy_cache_is_refused_and_the_first_finishes() {
     first.expect_counts(12, 0, 12, 0, 0);
     assert_eq!(by_reference(&sb.requests()).len(), 12, "{first}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Operator commands. None of them reads the config.
+
+/// `accountsync ARGS` in a fresh work directory whose config file does not exist.
+fn operator_command(name: &str, args: &[&str]) -> Run {
+    let wd = Workdir::new(name);
+    wd.exec(wd.command(args))
+}
+
+#[test]
+fn version_names_the_commit() {
+    let run = operator_command("version", &["--version"]);
+    run.expect_code(0);
+    let out = run.stdout();
+    let line = out.strip_suffix('\n').unwrap_or(&out);
+    // accountsync \d+\.\d+\.\d+ \(commit ([0-9a-f]{12}|unknown)\)
+    let rest = line
+        .strip_prefix("accountsync ")
+        .unwrap_or_else(|| panic!("{run}"));
+    let (version, commit) = rest
+        .split_once(" (commit ")
+        .unwrap_or_else(|| panic!("{run}"));
+    let numbers: Vec<&str> = version.split('.').collect();
+    assert!(
+        numbers.len() == 3
+            && numbers
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        "version {version:?}\n{run}"
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "{run}");
+    let commit = commit.strip_suffix(')').unwrap_or_else(|| panic!("{run}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12
+                && commit
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
+        "commit {commit:?}\n{run}"
+    );
+}
