@@ -6,6 +6,7 @@ pub mod config;
 pub mod diff;
 pub mod inbox;
 pub mod map;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod read;

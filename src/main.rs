@@ -1,22 +1,30 @@
 //! The `accountsync` binary: command line, logging and exit codes. The only place that uses
 //! `anyhow`; everything below it returns typed errors.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use accountsync::config::Config;
 use accountsync::pipeline::{self, RunOptions, RunResult};
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// "The run could not proceed" (CONTRACT §1); 0 and 1 come from the run's summary.
 const EXIT_FATAL: u8 = 2;
 
+/// `accountsync 0.1.0 (commit 1a2b3c4d5e6f)`: the commit comes from `build.rs`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ACCOUNTSYNC_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "accountsync",
-    version,
+    version = VERSION,
     about = "Sync a CRM export to the Accounts API, sending only what changed."
 )]
 struct Cli {
@@ -46,6 +54,23 @@ enum Command {
         /// Export files; none means the inbox.
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script to stdout.
+    ///
+    /// For example `accountsync completions bash >
+    /// /usr/share/bash-completion/completions/accountsync`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    ///
+    /// `accountsync man > accountsync.1`, `accountsync man run > accountsync-run.1`. Hidden
+    /// from help and completions: a packaging step, not an operator's command.
+    #[command(hide = true)]
+    Man {
+        /// A subcommand's page instead of the main one.
+        command: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,13 +95,76 @@ fn main() -> ExitCode {
                     print_summary(&result);
                     ExitCode::from(u8::try_from(result.summary.exit_code).unwrap_or(EXIT_FATAL))
                 }
-                Err(e) => {
-                    eprintln!("accountsync: error: {e:#}");
-                    ExitCode::from(EXIT_FATAL)
+                Err(e) => fatal(&e),
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut completion_command(), "accountsync", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man { command } => match man_page(command.as_deref()) {
+            Ok(page) => print_bytes(&page),
+            Err(e) => fatal(&e),
+        },
+    }
+}
+
+fn fatal(e: &anyhow::Error) -> ExitCode {
+    eprintln!("accountsync: error: {e:#}");
+    ExitCode::from(EXIT_FATAL)
+}
+
+/// Writes generated text whole; a closed pipe (`| head`) is an error, not a panic.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// `Cli::command()` without its hidden subcommands: clap_complete offers every subcommand,
+/// hidden or not (clap-rs/clap#1335), and `man` is for packaging, not for the Tab key. clap
+/// has no way to remove a subcommand, so the root is put together again from `Cli`'s own
+/// arguments and visible subcommands; nothing is restated, so it cannot drift from `Cli`.
+fn completion_command() -> clap::Command {
+    let cli = Cli::command();
+    let mut cmd = clap::Command::new("accountsync")
+        .version(VERSION)
+        .args(cli.get_arguments().cloned());
+    if let Some(about) = cli.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    cmd.subcommands(cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
+}
+
+/// The roff page of the whole command, or of one visible subcommand (named
+/// `accountsync-run(1)` in the main page's SUBCOMMANDS section). clap's own `help`
+/// subcommand is left out, as `clap_mangen::generate_to` does.
+fn man_page(command: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let visible = || cmd.get_subcommands().filter(|s| !s.is_hide_set());
+            match visible().find(|s| s.get_name() == name) {
+                Some(sub) => sub.clone(),
+                None => {
+                    let names: Vec<&str> = visible().map(|s| s.get_name()).collect();
+                    anyhow::bail!("no man page for {name:?}; pages: {}", names.join(", "))
                 }
             }
         }
-    }
+    };
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .source(format!("accountsync {VERSION}"))
+        .manual("accountsync manual")
+        .render(&mut roff)
+        .context("cannot render the man page")?;
+    Ok(roff)
 }
 
 fn run(config_path: &std::path::Path, opts: RunOptions) -> anyhow::Result<RunResult> {

@@ -81,6 +81,7 @@ pub struct Summary {
     /// Why the run stopped early, when it did.
     pub stopped: Option<String>,
     /// Stopped by SIGTERM/SIGINT: what was read and not confirmed is kept for the next run.
+    /// False when absent, so summaries written before the field existed still read.
     #[serde(default)]
     pub interrupted: bool,
     pub exit_code: i32,

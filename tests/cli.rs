@@ -631,3 +631,111 @@ fn a_second_run_on_a_busy_cache_is_refused_and_the_first_finishes() {
     first.expect_counts(12, 0, 12, 0, 0);
     assert_eq!(by_reference(&sb.requests()).len(), 12, "{first}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Operator commands: completions, man page, version. None of them reads the config.
+
+/// `accountsync ARGS` in a fresh work directory whose config file does not exist.
+fn operator_command(name: &str, args: &[&str]) -> Run {
+    let wd = Workdir::new(name);
+    wd.exec(wd.command(args))
+}
+
+#[test]
+fn completions_name_the_visible_subcommands_for_every_shell() {
+    let bash = operator_command("completions-bash", &["completions", "bash"]);
+    bash.expect_code(0);
+    let script = bash.stdout();
+    for needle in [
+        "_accountsync()",
+        "accountsync,run)",
+        "accountsync,completions)",
+    ] {
+        assert!(script.contains(needle), "no {needle:?}\n{bash}");
+    }
+    assert!(script.contains("--dry-run"), "{bash}");
+    // `man` is hidden: a packaging step, not something to offer on Tab.
+    assert!(!script.contains("accountsync,man)"), "{bash}");
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let run = operator_command("completions", &["completions", shell]);
+        run.expect_code(0);
+        let script = run.stdout();
+        assert!(script.contains("accountsync"), "{run}");
+        assert!(script.contains("completions"), "{run}");
+        assert!(script.contains("dry-run"), "{run}");
+        assert!(!script.contains("Print the man page"), "{run}");
+    }
+
+    operator_command("completions-bad", &["completions", "tcsh"]).expect_code(2);
+}
+
+#[test]
+fn man_prints_roff_pages_of_the_command_and_its_subcommands() {
+    // The roff crate puts a string definition (`.ie \n(.g .ds Aq …`) before the title.
+    let title = |page: &str| -> String {
+        page.lines()
+            .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let main = operator_command("man", &["man"]);
+    main.expect_code(0);
+    let page = main.stdout();
+    assert!(title(&page).starts_with(".TH accountsync 1 "), "{main}");
+    let subcommands = page.split(".SH SUBCOMMANDS").nth(1).unwrap_or_default();
+    assert!(subcommands.contains("accountsync\\-run(1)"), "{main}");
+    assert!(
+        subcommands.contains("accountsync\\-completions(1)"),
+        "{main}"
+    );
+    assert!(
+        !subcommands.contains("accountsync\\-man"),
+        "the hidden page is listed\n{main}"
+    );
+    assert!(page.contains("ACCOUNTSYNC_CONFIG"), "{main}");
+
+    let run = operator_command("man-run", &["man", "run"]);
+    run.expect_code(0);
+    let page = run.stdout();
+    assert!(title(&page).starts_with(".TH accountsync-run 1 "), "{run}");
+    assert!(page.contains("\\-\\-dry\\-run"), "{run}");
+    assert!(page.contains("\\-\\-retry\\-rejected"), "{run}");
+
+    operator_command("man-bad", &["man", "nope"])
+        .expect_code(2)
+        .expect_stderr("run, completions");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let run = operator_command("version", &["--version"]);
+    run.expect_code(0);
+    let out = run.stdout();
+    let line = out.strip_suffix('\n').unwrap_or(&out);
+    // accountsync \d+\.\d+\.\d+ \(commit ([0-9a-f]{12}|unknown)\)
+    let rest = line
+        .strip_prefix("accountsync ")
+        .unwrap_or_else(|| panic!("{run}"));
+    let (version, commit) = rest
+        .split_once(" (commit ")
+        .unwrap_or_else(|| panic!("{run}"));
+    let numbers: Vec<&str> = version.split('.').collect();
+    assert!(
+        numbers.len() == 3
+            && numbers
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        "version {version:?}\n{run}"
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "{run}");
+    let commit = commit.strip_suffix(')').unwrap_or_else(|| panic!("{run}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12
+                && commit
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
+        "commit {commit:?}\n{run}"
+    );
+}

@@ -547,6 +547,10 @@ impl Run {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
     /// Asserts the exit status; the message has everything about the run.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Run {
