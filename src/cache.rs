@@ -147,6 +147,23 @@ impl Cache {
         ))
     }
 
+    /// Opens the cache for commands that only read it (`cache stats`, `show`, `export`): the
+    /// row index stays, since nothing it vouches for can change. Takes the lock all the same.
+    pub fn open_for_reading(path: &Path, memory_mb: u64) -> Result<Cache, CacheError> {
+        if !path.join("db").exists() {
+            return Err(CacheError::Open {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no cache here yet; a first run creates it",
+                )
+                .into(),
+            });
+        }
+        let trees = open_trees(path, sled::Config::new().path(path), memory_mb)?;
+        Ok(Cache::new(Some(trees), None, RowIndex::load(path), None))
+    }
+
     fn new(
         trees: Option<Trees>,
         deferred: Option<Deferred>,
@@ -441,6 +458,15 @@ impl Cache {
             (pending.run_id != run_id).then_some(Ok((reference, pending)))
         });
         error.into_iter().chain(entries)
+    }
+
+    /// For commands outside a run (`cache forget`, `cache import`): flush, then write the
+    /// row index back, so a nightly run after a small edit does not start cold.
+    pub fn close(&self) -> Result<(), CacheError> {
+        if let Some(t) = self.inner.trees.get() {
+            t.db.flush()?;
+        }
+        self.save_row_index()
     }
 
     /// Forces everything written so far to disk.

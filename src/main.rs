@@ -1,14 +1,17 @@
-//! The `accountsync` binary: command line, logging and exit codes. The only place that uses
-//! `anyhow`; everything below it returns typed errors.
+//! The `accountsync` binary: command line, logging and exit codes. The binary (this file
+//! and `cmd/`, one file per subcommand) is the only place that uses `anyhow`; the library
+//! below it returns typed errors.
 
-use std::io::{IsTerminal, Write};
+mod cmd;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use accountsync::config::Config;
-use accountsync::pipeline::{self, RunOptions, RunResult};
-use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
+use accountsync::pipeline::RunOptions;
+use clap::{Parser, Subcommand};
+use cmd::cache::CacheCommand;
+use cmd::logging::LogFormat;
 
 /// "The run could not proceed" (CONTRACT §1); 0 and 1 come from the run's summary.
 const EXIT_FATAL: u8 = 2;
@@ -36,6 +39,16 @@ struct Cli {
         default_value = "/etc/accountsync/accountsync.toml"
     )]
     config: PathBuf,
+    /// Log lines: `auto` is coloured on a terminal and plain (with journal priorities under
+    /// systemd) otherwise; `json` is one object a line for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "ACCOUNTSYNC_LOG_FORMAT",
+        default_value = "auto"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +66,23 @@ enum Command {
         retry_rejected: bool,
         /// Export files; none means the inbox.
         files: Vec<PathBuf>,
+    },
+    /// Record export files as already in sync, sending nothing: for the first night, when
+    /// the API already holds the data. Rows the local rules reject are reported as usual.
+    Baseline {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check the config (and optionally a sample export's header against [columns]) and
+    /// explain each problem; exit 2 if a run would refuse it.
+    CheckConfig {
+        /// A sample export whose header is checked against [columns].
+        export: Option<PathBuf>,
+    },
+    /// Look at or maintain the cache (the values the API last confirmed).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Print a shell completion script to stdout.
     ///
@@ -75,38 +105,62 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    cmd::logging::init(cli.log_format);
     match cli.command {
         Command::Run {
             dry_run,
             retry_rejected,
             files,
-        } => {
-            let opts = RunOptions {
+        } => sync(
+            &cli.config,
+            RunOptions {
                 files,
                 dry_run,
-                baseline: false,
                 retry_rejected,
                 progress: true,
-                shutdown: Default::default(),
-            };
-            match run(&cli.config, opts) {
-                Ok(result) => {
-                    print_summary(&result);
-                    ExitCode::from(u8::try_from(result.summary.exit_code).unwrap_or(EXIT_FATAL))
-                }
-                Err(e) => fatal(&e),
+                ..RunOptions::default()
+            },
+        ),
+        Command::Baseline { files } => sync(
+            &cli.config,
+            RunOptions {
+                files,
+                baseline: true,
+                progress: true,
+                ..RunOptions::default()
+            },
+        ),
+        Command::CheckConfig { export } => {
+            if cmd::check::check(&cli.config, export.as_deref()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FATAL)
             }
         }
+        Command::Cache { command } => match cmd::cache::cache(&cli.config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fatal(&e),
+        },
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut completion_command(), "accountsync", &mut script);
+            let mut command = cmd::docs::completion_command();
+            clap_complete::generate(shell, &mut command, "accountsync", &mut script);
             print_bytes(&script)
         }
-        Command::Man { command } => match man_page(command.as_deref()) {
+        Command::Man { command } => match cmd::docs::man_page(command.as_deref()) {
             Ok(page) => print_bytes(&page),
             Err(e) => fatal(&e),
         },
+    }
+}
+
+fn sync(config: &std::path::Path, opts: RunOptions) -> ExitCode {
+    match cmd::run::run(config, opts) {
+        Ok(result) => {
+            cmd::run::print_summary(&result);
+            ExitCode::from(u8::try_from(result.summary.exit_code).unwrap_or(EXIT_FATAL))
+        }
+        Err(e) => fatal(&e),
     }
 }
 
@@ -122,133 +176,4 @@ fn print_bytes(bytes: &[u8]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(&anyhow::Error::new(e).context("cannot write to stdout")),
     }
-}
-
-/// `Cli::command()` without its hidden subcommands: clap_complete offers every subcommand,
-/// hidden or not (clap-rs/clap#1335), and `man` is for packaging, not for the Tab key. clap
-/// has no way to remove a subcommand, so the root is put together again from `Cli`'s own
-/// arguments and visible subcommands; nothing is restated, so it cannot drift from `Cli`.
-fn completion_command() -> clap::Command {
-    let cli = Cli::command();
-    let mut cmd = clap::Command::new("accountsync")
-        .version(VERSION)
-        .args(cli.get_arguments().cloned());
-    if let Some(about) = cli.get_about() {
-        cmd = cmd.about(about.clone());
-    }
-    cmd.subcommands(cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
-}
-
-/// The roff page of the whole command, or of one visible subcommand (named
-/// `accountsync-run(1)` in the main page's SUBCOMMANDS section). clap's own `help`
-/// subcommand is left out, as `clap_mangen::generate_to` does.
-fn man_page(command: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
-    cmd.build();
-    let page = match command {
-        None => cmd,
-        Some(name) => {
-            let visible = || cmd.get_subcommands().filter(|s| !s.is_hide_set());
-            match visible().find(|s| s.get_name() == name) {
-                Some(sub) => sub.clone(),
-                None => {
-                    let names: Vec<&str> = visible().map(|s| s.get_name()).collect();
-                    anyhow::bail!("no man page for {name:?}; pages: {}", names.join(", "))
-                }
-            }
-        }
-    };
-    let mut roff = Vec::new();
-    clap_mangen::Man::new(page)
-        .source(format!("accountsync {VERSION}"))
-        .manual("accountsync manual")
-        .render(&mut roff)
-        .context("cannot render the man page")?;
-    Ok(roff)
-}
-
-fn run(config_path: &std::path::Path, opts: RunOptions) -> anyhow::Result<RunResult> {
-    let config = Config::load(config_path)?;
-    let token = config.token()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        let shutdown = opts.shutdown.clone();
-        tokio::spawn(async move {
-            if let Some(name) = termination().await {
-                tracing::warn!(signal = name, "Stopping the run cleanly.");
-                shutdown.cancel();
-            }
-        });
-        pipeline::run(&config, &token, opts).await
-    })?;
-    if let Some(why) = &result.summary.stopped {
-        let level = if result.summary.exit_code == i32::from(EXIT_FATAL) {
-            "error"
-        } else {
-            "warning"
-        };
-        eprintln!(
-            "accountsync: {level}: {why} (config {}; report {})",
-            config.path.display(),
-            result.report_dir.display()
-        );
-    }
-    Ok(result)
-}
-
-fn print_summary(result: &RunResult) {
-    let s = &result.summary;
-    let c = &s.counts;
-    let e = &s.retried_from_earlier_runs;
-    println!(
-        "accountsync {}run {}: {} rows read from {} file(s) in {:.1} s",
-        if s.dry_run { "dry " } else { "" },
-        s.run_id,
-        c.rows_read,
-        s.files.len(),
-        s.elapsed_secs
-    );
-    let updated = if s.dry_run { "would update" } else { "updated" };
-    println!(
-        "  unchanged {} · {updated} {} · rejected {} · failed {}",
-        c.unchanged, c.updated, c.rejected, c.failed
-    );
-    if e.rows_read > 0 {
-        println!(
-            "  retried from earlier runs: {} ({updated} {}, rejected {}, failed {})",
-            e.rows_read, e.updated, e.rejected, e.failed
-        );
-    }
-    println!(
-        "  requests {} ({} retries, {} throttled) · {:.1} req/s",
-        s.requests_sent, s.retries, s.throttled, s.requests_per_second
-    );
-    println!("  report: {}", result.report_dir.display());
-}
-
-/// The first SIGTERM or SIGINT; `None` if the handlers cannot be installed (the default
-/// action, ending the process, then applies).
-async fn termination() -> Option<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok()?;
-    let mut int = signal(SignalKind::interrupt()).ok()?;
-    tokio::select! {
-        _ = term.recv() => Some("SIGTERM"),
-        _ = int.recv() => Some("SIGINT"),
-    }
-}
-
-/// Logs go to stderr; colours only on a terminal so journald and files stay clean.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ACCOUNTSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }

@@ -1,0 +1,7 @@
+//! One file per subcommand (xsv's habit): its arguments, its output, its `anyhow` errors.
+
+pub mod cache;
+pub mod check;
+pub mod docs;
+pub mod logging;
+pub mod run;

@@ -1,0 +1,116 @@
+//! `run` and `baseline`: one pass of the pipeline, with its summary on stdout.
+
+use std::path::Path;
+
+use accountsync::config::Config;
+use accountsync::metrics;
+use accountsync::pipeline::{self, RunOptions, RunResult};
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::EXIT_FATAL;
+
+/// Loads the config, runs once on a fresh runtime, writes the metrics file.
+pub fn run(config_path: &Path, opts: RunOptions) -> anyhow::Result<RunResult> {
+    let config = Config::load(config_path)?;
+    // A baseline sends nothing, so it needs no token (the first night may precede it).
+    let token = if opts.baseline {
+        SecretString::from(String::new())
+    } else {
+        config.token()?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        stop_on_signal(opts.shutdown.clone());
+        pipeline::run(&config, &token, opts).await
+    })?;
+    write_metrics(&config, &result);
+    if let Some(why) = &result.summary.stopped {
+        let level = if result.summary.exit_code == i32::from(EXIT_FATAL) {
+            "error"
+        } else {
+            "warning"
+        };
+        eprintln!(
+            "accountsync: {level}: {why} (config {}; report {})",
+            config.path.display(),
+            result.report_dir.display()
+        );
+    }
+    Ok(result)
+}
+
+/// A metrics file that cannot be written is a warning: the sync itself happened, and the
+/// "no success in 26 h" alert notices a file that stops changing.
+pub fn write_metrics(config: &Config, result: &RunResult) {
+    if let Some(path) = &config.metrics_file
+        && let Err(error) = metrics::write(path, &result.summary)
+    {
+        tracing::warn!(%error, "Cannot write the metrics file.");
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+pub fn stop_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        if let Some(name) = termination().await {
+            tracing::warn!(signal = name, "Stopping the run cleanly.");
+            shutdown.cancel();
+        }
+    });
+}
+
+/// The first SIGTERM or SIGINT; `None` if the handlers cannot be installed (the default
+/// action, ending the process, then applies).
+pub async fn termination() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
+}
+
+pub fn print_summary(result: &RunResult) {
+    let s = &result.summary;
+    let c = &s.counts;
+    let e = &s.retried_from_earlier_runs;
+    let kind = match (s.dry_run, s.baseline) {
+        (true, _) => "dry run",
+        (_, true) => "baseline",
+        _ => "run",
+    };
+    println!(
+        "accountsync {kind} {}: {} rows read from {} file(s) in {:.1} s{}",
+        s.run_id,
+        c.rows_read,
+        s.files.len(),
+        s.elapsed_secs,
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    let updated = match (s.dry_run, s.baseline) {
+        (true, _) => "would update",
+        (_, true) => "recorded as in sync",
+        _ => "updated",
+    };
+    println!(
+        "  unchanged {} · {updated} {} · rejected {} · failed {}",
+        c.unchanged, c.updated, c.rejected, c.failed
+    );
+    if e.rows_read > 0 {
+        println!(
+            "  retried from earlier runs: {} ({updated} {}, rejected {}, failed {})",
+            e.rows_read, e.updated, e.rejected, e.failed
+        );
+    }
+    println!(
+        "  requests {} ({} retries, {} throttled) · {:.1} req/s",
+        s.requests_sent, s.retries, s.throttled, s.requests_per_second
+    );
+    println!("  report: {}", result.report_dir.display());
+}

@@ -1,0 +1,245 @@
+//! The operator's commands, as processes: `check-config`, `baseline`, `cache ...`, the log
+//! formats a journal or a shipper sees, the systemd credential, and the metrics textfile.
+
+mod util;
+
+use util::{Conf, Sandbox, TOKEN, Workdir, numbered_export, repo_file, small_export};
+
+#[test]
+fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
+    let wd = Workdir::new("check-config");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let good = wd.write("good.csv", "ref,email,first,last,fax\nA,a@b.co,Ann,Lee,1\n");
+    let run = wd.exec(wd.command(&["check-config", &good.display().to_string()]));
+    run.expect_code(0);
+    let out = run.stdout();
+    assert!(out.contains("ok: the API token is readable"), "{run}");
+    assert!(out.contains("next run"), "{run}");
+    assert!(
+        out.contains("ignored): \"fax\""),
+        "unmapped header listed\n{run}"
+    );
+
+    let bad = wd.write("bad.csv", "ref,mail,first,last\nA,a@b.co,Ann,Lee\n");
+    let run = wd.exec(wd.command(&["check-config", &bad.display().to_string()]));
+    run.expect_code(2);
+    assert!(
+        run.stdout().contains("error: ")
+            && run
+                .stdout()
+                .contains("\"email\" (mapped by [columns] email)"),
+        "{run}"
+    );
+
+    let mut broken = Conf::new(&sb);
+    broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n".into();
+    wd.configure(&broken);
+    let run = wd.exec(wd.command(&["check-config"]));
+    run.expect_code(2);
+    assert!(
+        run.stdout().contains("5 fields"),
+        "a 5-field cron is explained\n{run}"
+    );
+}
+
+#[test]
+fn baseline_records_without_sending_and_the_next_run_sends_only_changes() {
+    let wd = Workdir::new("baseline");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let night1 = wd.write("n1.csv", numbered_export("B", 20));
+    let mut cmd = wd.command(&["baseline", &night1.display().to_string()]);
+    cmd.env_remove(util::TOKEN_ENV); // a baseline needs no token
+    let base = wd.exec(cmd);
+    base.expect_code(0);
+    base.expect_counts(20, 0, 20, 0, 0);
+    assert_eq!(base.summary()["baseline"], true);
+    assert_eq!(sb.request_count(), 0, "a baseline sends nothing");
+
+    let mut rows = numbered_export("B", 20);
+    rows = rows.replace("b007@example.com", "b007-new@example.com");
+    let night2 = wd.write("n2.csv", rows);
+    let run = wd.run(&[&night2.display().to_string()]);
+    run.expect_code(0);
+    run.expect_counts(20, 19, 1, 0, 0);
+    let sent = sb.requests();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].reference.as_deref(), Some("B007"));
+    assert_eq!(
+        sent[0].body,
+        serde_json::json!({"email": "b007-new@example.com"})
+    );
+}
+
+#[test]
+fn cache_commands_show_forget_and_restore_a_backup() {
+    let wd = Workdir::new("cache-cmds");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let file = wd.write(
+        "n.csv",
+        small_export(&[
+            ("C-1", "c1@example.com", "Ann", "Lee"),
+            ("C-2", "c2@example.com", "Bo", "Ng"),
+        ]),
+    );
+    let path = file.display().to_string();
+    wd.run(&[&path]).expect_code(0);
+
+    let stats = wd.exec(wd.command(&["cache", "stats"]));
+    stats.expect_code(0);
+    assert!(stats.stdout().contains("accounts: 2\n"), "{stats}");
+    assert!(stats.stdout().contains("row index entries: 2\n"), "{stats}");
+
+    let show = wd.exec(wd.command(&["cache", "show", "C-1"]));
+    show.expect_code(0);
+    let entry: serde_json::Value = serde_json::from_str(&show.stdout()).expect("show prints JSON");
+    assert_eq!(entry["confirmed"]["email"], "c1@example.com", "{show}");
+    wd.exec(wd.command(&["cache", "show", "nobody"]))
+        .expect_code(2);
+
+    let backup = wd.exec(wd.command(&["cache", "export"]));
+    backup.expect_code(0);
+    assert_eq!(backup.stdout().lines().count(), 2, "{backup}");
+    let backup_file = wd.write("backup.jsonl", backup.stdout());
+
+    let forget = wd.exec(wd.command(&["cache", "forget", "C-1"]));
+    forget.expect_code(0);
+    let before = sb.request_count();
+    let run = wd.run(&[&path]);
+    run.expect_counts(2, 1, 1, 0, 0);
+    assert_eq!(
+        sb.request_count(),
+        before + 1,
+        "only the forgotten account is sent again"
+    );
+
+    // Restore into a fresh cache: the next run sends nothing.
+    std::fs::remove_dir_all(wd.cache_dir()).expect("remove cache");
+    let import = wd.exec(wd.command(&["cache", "import", &backup_file.display().to_string()]));
+    import.expect_code(0);
+    assert!(import.stdout().contains("imported 2 accounts"), "{import}");
+    let again = wd.exec(wd.command(&["cache", "import", &backup_file.display().to_string()]));
+    again.expect_code(2);
+    assert!(again.stderr().contains("--merge"), "{again}");
+    let before = sb.request_count();
+    wd.run(&[&path]).expect_counts(2, 2, 0, 0, 0);
+    assert_eq!(sb.request_count(), before);
+}
+
+/// Under systemd (no terminal, JOURNAL_STREAM set) each line carries its journal priority;
+/// nothing carries ANSI codes, the token, or a row's e-mail.
+#[test]
+fn logs_without_a_terminal_are_plain_prioritised_and_hold_no_secret() {
+    let wd = Workdir::new("logs");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::demo(&sb));
+    let export = repo_file("samples/crm-export-2026-12-02.csv");
+    let export = export.display().to_string();
+    let mut cmd = wd.command(&["run", &export]);
+    cmd.env("JOURNAL_STREAM", "8:12345");
+    let run = wd.exec(cmd);
+    run.expect_code(1);
+    let err = run.stderr();
+    assert!(!err.contains('\u{1b}'), "ANSI escape in the journal\n{err}");
+    assert!(!err.contains(TOKEN), "the token was logged\n{err}");
+    assert!(!err.contains('@'), "an e-mail was logged at info\n{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("accountsync: "))
+        .collect();
+    assert!(!lines.is_empty(), "{run}");
+    for line in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "line without a journal priority: {line:?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("Run finished.")),
+        "{err}"
+    );
+
+    let mut cmd = wd.command(&["--log-format", "json", "run", &export]);
+    cmd.env("JOURNAL_STREAM", "8:12345");
+    let run = wd.exec(cmd);
+    for line in run
+        .stderr()
+        .lines()
+        .filter(|l| !l.starts_with("accountsync: "))
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn the_token_is_read_from_the_systemd_credentials_directory() {
+    let wd = Workdir::new("credential");
+    let sb = Sandbox::start(&wd, &[]);
+    let mut conf = Conf::new(&sb);
+    conf.token_env = String::new();
+    conf.extra = String::new();
+    let text = std::fs::read_to_string(wd.configure(&conf)).expect("config");
+    let text = text.replace(
+        "token_env = \"\"",
+        "token_file = \"${CREDENTIALS_DIRECTORY}/api-token\"",
+    );
+    wd.write("config.toml", text);
+    wd.write("creds/api-token", format!("{TOKEN}\n"));
+    let file = wd.write("n.csv", numbered_export("K", 2));
+    let mut cmd = wd.command(&["run", &file.display().to_string()]);
+    cmd.env_remove(util::TOKEN_ENV)
+        .env("CREDENTIALS_DIRECTORY", wd.path("creds"));
+    let run = wd.exec(cmd);
+    run.expect_code(0);
+    assert_eq!(sb.request_count(), 2, "{run}");
+}
+
+#[test]
+fn the_metrics_file_counts_a_run_with_rejections() {
+    let wd = Workdir::new("metrics");
+    let sb = Sandbox::start(&wd, &[]);
+    let conf = Conf::demo(&sb);
+    let prom = wd.path("textfile/accountsync.prom");
+    std::fs::create_dir_all(prom.parent().expect("parent")).expect("mkdir");
+    let text = std::fs::read_to_string(wd.configure(&conf)).expect("config");
+    let line = format!(
+        "metrics_file = {}\n",
+        util::toml_string(&prom.display().to_string())
+    );
+    wd.write(
+        "config.toml",
+        text.replace("[report]\n", &format!("[report]\n{line}")),
+    );
+    let export = repo_file("samples/crm-export-2026-12-02.csv");
+    let run = wd.run(&[&export.display().to_string()]);
+    run.expect_code(1);
+    let text = std::fs::read_to_string(&prom).expect("metrics file written");
+    let s = run.summary();
+    for (outcome, key) in [
+        ("read", "rows_read"),
+        ("updated", "updated"),
+        ("rejected", "rejected"),
+    ] {
+        let line = format!(
+            "accountsync_last_run_rows{{outcome=\"{outcome}\"}} {}",
+            s[key]
+        );
+        assert!(text.contains(&line), "{line:?} missing in\n{text}");
+    }
+    assert!(
+        text.contains("accountsync_last_run_exit_code 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("accountsync_last_success_timestamp_seconds "),
+        "{text}"
+    );
+}
