@@ -843,14 +843,21 @@ fn render(args: &Args, bytes: u64, steps: &[Step], req: Requests, notes: &[Strin
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     let warm = steps.iter().find(|s| s.label == "dry run, warm cache");
-    let runs = steps.iter().skip(1);
-    let peak = mb(runs.map(|s| s.peak_rss_kib).max().unwrap_or(0) * 1024);
+    // The issue sets the RSS goal for the timed dry runs; the real run that fills the cache
+    // is reported beside it, not hidden.
+    let peak_of = |dry: bool| {
+        let runs = steps.iter().skip(1);
+        let runs = runs.filter(|s| s.label.starts_with("dry run") == dry);
+        mb(runs.map(|s| s.peak_rss_kib).max().unwrap_or(0) * 1024)
+    };
+    let (peak, real_peak) = (peak_of(true), peak_of(false));
     if let Some(warm) = warm {
         let ratio = warm.wall.as_secs_f64() / bare;
         let _ = writeln!(
             md,
             "\nGoals: warm dry run {ratio:.2}× the bare parse (goal < {GOAL_RATIO}×): **{}**; \
-             highest accountsync peak RSS {peak:.0} MB (goal < {GOAL_RSS_MB} MB): **{}**.",
+             dry runs' peak RSS {peak:.0} MB (goal < {GOAL_RSS_MB} MB): **{}**. \
+             The real run that fills the cache peaked at {real_peak:.0} MB.",
             if ratio < GOAL_RATIO { "met" } else { "not met" },
             if peak < GOAL_RSS_MB { "met" } else { "not met" },
         );
