@@ -11,5 +11,6 @@ pub mod pipeline;
 pub mod read;
 pub mod record;
 pub mod report;
+pub mod schedule;
 pub mod send;
 pub mod validate;
