@@ -127,6 +127,19 @@ impl Running {
     }
 }
 
+/// Polls `done` every 20 ms until it holds or `secs` pass; whether it held. Waiting for a
+/// state rather than a fixed time keeps the tests fast and steady on a loaded machine.
+async fn until(secs: u64, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// Everything logged on this thread while the guard lives.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -178,11 +191,10 @@ async fn a_slow_run_is_never_overlapped_and_skipped_ticks_are_logged() {
 async fn run_now_runs_at_once_and_the_notifier_follows_the_states() {
     let host = Arc::new(Fake::new(300));
     let daemon = start(&host, FAR, true);
-    sleep(Duration::from_millis(150)).await;
-    assert_eq!(host.runs(), 1);
+    assert!(until(1, || host.runs() == 1).await);
     assert_eq!(host.running.load(SeqCst), 1);
-    sleep(Duration::from_millis(400)).await;
-    assert_eq!(host.completions.load(SeqCst), 1);
+    assert!(until(2, || host.completions.load(SeqCst) == 1).await);
+    assert_eq!(host.runs(), 1);
     let lines = daemon.stop().await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(lines[0], "READY=1");
@@ -201,7 +213,8 @@ async fn a_missed_fire_time_is_caught_up_once() {
         let host = Arc::new(Fake::new(50));
         *host.last.lock().unwrap() = Some(Utc::now() - chrono::Duration::days(2));
         let daemon = start(&host, "0 0 2 * * *", run_now);
-        sleep(Duration::from_millis(400)).await;
+        assert!(until(2, || host.completions.load(SeqCst) == 1).await);
+        sleep(Duration::from_millis(200)).await;
         daemon.stop().await;
         assert_eq!(host.runs(), 1, "run_now {run_now}");
         assert_eq!(host.completions.load(SeqCst), 1);
@@ -222,7 +235,7 @@ async fn a_missed_fire_time_is_caught_up_once() {
 async fn shutdown_cancels_the_run_and_waits_for_it() {
     let host = Arc::new(Fake::new(10_000));
     let daemon = start(&host, FAR, true);
-    sleep(Duration::from_millis(200)).await;
+    assert!(until(1, || host.running.load(SeqCst) == 1).await);
     let asked = Instant::now();
     let lines = daemon.stop().await;
     let returned = Instant::now();
@@ -241,10 +254,11 @@ async fn a_reload_during_a_run_is_applied_after_it() {
     let host = Arc::new(Fake::new(1_000));
     *host.reload_with.lock().unwrap() = Some(Ok(Schedule::parse(EVERY_SECOND, "UTC").unwrap()));
     let daemon = start(&host, FAR, true);
-    sleep(Duration::from_millis(200)).await;
+    assert!(until(1, || host.running.load(SeqCst) == 1).await);
     daemon.reload.send(()).await.unwrap();
     daemon.reload.send(()).await.unwrap();
-    sleep(Duration::from_millis(1_100)).await;
+    assert!(until(3, || host.completions.load(SeqCst) == 1).await);
+    sleep(Duration::from_millis(100)).await;
     {
         let reloads = host.reloads.lock().unwrap();
         assert_eq!(reloads.len(), 1, "two requests during one run: one reload");
@@ -253,9 +267,8 @@ async fn a_reload_during_a_run_is_applied_after_it() {
         assert!(at >= host.ends.lock().unwrap()[0]);
     }
     // The new schedule (every second) took over from the far one.
-    sleep(Duration::from_millis(1_700)).await;
+    assert!(until(3, || host.runs() >= 2).await, "{} runs", host.runs());
     daemon.stop().await;
-    assert!(host.runs() >= 2, "{} runs", host.runs());
 }
 
 #[tokio::test]
@@ -264,13 +277,20 @@ async fn a_failed_reload_keeps_the_old_schedule() {
     let host = Arc::new(Fake::new(50));
     *host.reload_with.lock().unwrap() = Some(Err("[schedule].cron: invalid".into()));
     let daemon = start(&host, EVERY_SECOND, false);
-    sleep(Duration::from_millis(100)).await;
     daemon.reload.send(()).await.unwrap();
-    sleep(Duration::from_millis(100)).await;
-    assert_eq!(host.reloads.lock().unwrap().len(), 1);
+    assert!(until(1, || host.reloads.lock().unwrap().len() == 1).await);
     let reloaded = host.reloads.lock().unwrap()[0].0;
-    sleep(Duration::from_millis(2_600)).await;
+    let runs_after = || {
+        host.starts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| **s > reloaded)
+            .count()
+    };
+    let later = until(4, || runs_after() >= 2).await;
     daemon.stop().await;
+    assert!(later, "{} runs after the failed reload", runs_after());
     assert_eq!(
         logs.lines_with("WARN", "[schedule].cron: invalid"),
         1,
@@ -292,10 +312,12 @@ async fn a_run_exiting_2_does_not_stop_the_schedule() {
     let host = Arc::new(Fake::new(50));
     host.codes.lock().unwrap().extend([2, 2]);
     let daemon = start(&host, EVERY_SECOND, false);
-    sleep(Duration::from_millis(2_700)).await;
+    let went_on = until(4, || host.completions.load(SeqCst) >= 3).await;
     daemon.stop().await;
-    assert!(host.runs() >= 2, "{} runs", host.runs());
-    assert_eq!(host.completions.load(SeqCst), host.runs());
+    assert!(went_on, "{} runs", host.runs());
+    // Every run counts as completed, whatever its code; but one cut short by the shutdown.
+    let cut_short = host.cancelled.load(SeqCst);
+    assert_eq!(host.completions.load(SeqCst) + cut_short, host.runs());
     assert!(logs.lines_with("ERROR", "Sync could not proceed") >= 2);
 }
 
