@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod daemon;
 pub mod diff;
 pub mod inbox;
 pub mod map;
