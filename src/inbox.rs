@@ -29,12 +29,40 @@ pub fn list(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, InboxError> {
         let entry = entry.map_err(err)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if entry.file_type().map_err(err)?.is_file() && matches(pattern, name) {
+        // `.part` is how uploaders (curl, rsync --partial, browsers) name a file in transit.
+        let in_transit = name.ends_with(".part");
+        if entry.file_type().map_err(err)?.is_file() && matches(pattern, name) && !in_transit {
             files.push(entry.path());
         }
     }
     files.sort();
     Ok(files)
+}
+
+/// A file's size and modification time, to tell a finished export from one still being
+/// written.
+pub type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
+
+pub fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    files.iter().map(|f| stamp(f)).collect()
+}
+
+fn stamp(file: &Path) -> Stamp {
+    std::fs::metadata(file)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()))
+}
+
+/// Splits `files` into those whose stamp is the same as `before` (taken a moment earlier)
+/// and those still being written: a CRM export copied in at 02:00 must not be read
+/// half-way. The second list is left for the next run.
+pub fn settled(files: Vec<PathBuf>, before: Vec<Stamp>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (ready, writing): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .zip(before)
+        .partition(|(f, b)| b.is_some() && stamp(f) == *b);
+    let names = |v: Vec<(PathBuf, _)>| v.into_iter().map(|(f, _)| f).collect();
+    (names(ready), names(writing))
 }
 
 /// Moves `file` into `dir`, keeping its name; an existing file of that name is not
@@ -134,5 +162,20 @@ mod tests {
             std::fs::read_to_string(archive_dir.join("a.csv")).unwrap(),
             "older"
         );
+    }
+
+    #[test]
+    fn files_in_transit_or_still_growing_are_left_for_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.csv", "b.csv", "c.csv.part"] {
+            std::fs::write(dir.path().join(name), "ref\n").unwrap();
+        }
+        let files = list(dir.path(), "*").unwrap();
+        assert_eq!(files.len(), 2, "a .part file is never listed: {files:?}");
+        let before = stamps(&files);
+        std::fs::write(dir.path().join("b.csv"), "ref\nB-1\n").unwrap();
+        let (ready, writing) = settled(files, before);
+        assert_eq!(ready, [dir.path().join("a.csv")]);
+        assert_eq!(writing, [dir.path().join("b.csv")]);
     }
 }

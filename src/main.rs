@@ -67,6 +67,13 @@ enum Command {
         /// Export files; none means the inbox.
         files: Vec<PathBuf>,
     },
+    /// Sync the inbox on [schedule].cron until SIGTERM/SIGINT; SIGHUP reloads the config
+    /// between runs. Runs never overlap.
+    Daemon {
+        /// Run once at start, then follow the schedule.
+        #[arg(long)]
+        run_now: bool,
+    },
     /// Record export files as already in sync, sending nothing: for the first night, when
     /// the API already holds the data. Rows the local rules reject are reported as usual.
     Baseline {
@@ -121,6 +128,10 @@ fn main() -> ExitCode {
                 ..RunOptions::default()
             },
         ),
+        Command::Daemon { run_now } => match cmd::daemon::daemon(&cli.config, run_now) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fatal(&e),
+        },
         Command::Baseline { files } => sync(
             &cli.config,
             RunOptions {

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod daemon;
 pub mod docs;
 pub mod logging;
 pub mod run;

@@ -34,6 +34,9 @@ pub use decide::{Decider, Duplicates, Job, RowSeed, Step, delivered};
 use events::{Batch, Event, delivered_event, record_all, recorded};
 pub use progress::{LogWriter, Progress};
 
+/// How long an inbox file must keep its size and time before it is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -71,6 +74,18 @@ pub struct RunOptions {
     /// Cancelled on SIGTERM/SIGINT: reading stops, requests in flight get until
     /// `[shutdown].deadline_secs` (less a margin for the report) to answer.
     pub shutdown: CancellationToken,
+    /// Told "file n of m" as each file starts: the daemon turns it into its systemd status.
+    pub on_file: Option<FileHook>,
+}
+
+/// `(file, n, of)`, called as each file of a run starts.
+#[derive(Clone)]
+pub struct FileHook(pub Arc<dyn Fn(&str, usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for FileHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileHook")
+    }
 }
 
 pub struct RunResult {
@@ -135,7 +150,16 @@ pub async fn run(
     let clock = Instant::now();
     let from_inbox = opts.files.is_empty();
     let files = if from_inbox {
-        inbox::list(&config.input.dir, &config.input.pattern)?
+        let listed = inbox::list(&config.input.dir, &config.input.pattern)?;
+        let before = inbox::stamps(&listed);
+        if !listed.is_empty() {
+            tokio::time::sleep(SETTLE).await;
+        }
+        let (ready, writing) = inbox::settled(listed, before);
+        for file in &writing {
+            tracing::info!(file = %file.display(), "An export is still being written; it is left for the next run.");
+        }
+        ready
     } else {
         opts.files.clone()
     };
@@ -392,6 +416,9 @@ fn prepare_file(
     let (mut export, layout) = open_checked(&ctx.config, path)?;
     let name: Arc<str> = path.display().to_string().into();
     let n = file + 1;
+    if let Some(hook) = &ctx.opts.on_file {
+        (hook.0)(&name, n, ctx.file_count);
+    }
     ctx.progress
         .start_file(&name, n, ctx.file_count, 1, export.size());
     let seed = RowSeed::new(&ctx.config, export.header());

@@ -1,0 +1,202 @@
+//! `accountsync daemon` as a process: a 2-second cron syncing an inbox, runs that never
+//! overlap, SIGHUP with a broken config, SIGTERM. Real time, so the waits are generous and
+//! each is explained.
+
+mod util;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use util::{Conf, Sandbox, Workdir, numbered_export, wait_for};
+
+/// A daemon process whose stderr goes to a file the test can read while it runs.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(wd: &Workdir) -> Daemon {
+        let log = wd.path("daemon.log");
+        let mut cmd = wd.command(&["daemon"]);
+        cmd.stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"));
+        Daemon {
+            child: cmd.spawn().expect("start the daemon"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child, which has not been waited for yet.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// SIGTERM, then the exit code; panics if it takes longer than `within`.
+    fn stop(mut self, within: Duration) -> i32 {
+        self.signal(libc::SIGTERM);
+        let status = wait_for("the daemon to exit after SIGTERM", within, || {
+            self.child.try_wait().expect("try_wait")
+        });
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn conf(sb: &Sandbox, wd: &Workdir) -> Conf {
+    Conf {
+        input_dir: Some(wd.path("inbox")),
+        archive_dir: Some(wd.path("archive")),
+        extra: "[schedule]\ncron = \"*/2 * * * * *\"\n".into(),
+        ..Conf::new(sb)
+    }
+}
+
+/// Every report's (started_at, finished_at), in run order.
+fn run_spans(wd: &Workdir) -> Vec<(String, String, serde_json::Value)> {
+    let mut spans: Vec<_> = wd
+        .run_dirs()
+        .into_iter()
+        .filter_map(|d| {
+            let text =
+                std::fs::read_to_string(wd.reports_dir().join(d).join("summary.json")).ok()?;
+            let s: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some((
+                s["started_at"].as_str()?.to_owned(),
+                s["finished_at"].as_str()?.to_owned(),
+                s,
+            ))
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.cmp(&b.0));
+    spans
+}
+
+#[test]
+fn a_two_second_cron_syncs_files_dropped_at_different_times_without_overlapping_runs() {
+    let wd = Workdir::new("daemon-cron");
+    // 250 ms a request, one at a time: the first file's 12 rows take about 3 s, longer than
+    // the 2 s between ticks, so at least one tick falls inside that run.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "250"]);
+    wd.configure(&Conf {
+        max_in_flight: 1,
+        ..conf(&sb, &wd)
+    });
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("D", 12));
+    let daemon = Daemon::start(&wd);
+
+    // First run: the next tick (≤ 2 s) plus the 1 s settle wait plus ~3 s of requests.
+    wait_for(
+        "the first file to be archived",
+        Duration::from_secs(30),
+        || wd.path("archive/crm-1.csv").exists().then_some(()),
+    );
+    wd.write("inbox/crm-2.csv", numbered_export("E", 2));
+    wait_for(
+        "the second file to be archived",
+        Duration::from_secs(30),
+        || wd.path("archive/crm-2.csv").exists().then_some(()),
+    );
+    let log = daemon.log();
+    assert!(log.contains("run still going, tick skipped"), "{log}");
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
+
+    assert_eq!(sb.request_count(), 14, "every row of both files sent once");
+    let spans = run_spans(&wd);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two runs overlapped: {} - {} and {} - {}",
+            pair[0].0,
+            pair[0].1,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+    let synced: u64 = spans
+        .iter()
+        .map(|s| s.2["updated"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(synced, 14);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
+    let wd = Workdir::new("daemon-hup");
+    let sb = Sandbox::start(&wd, &[]);
+    let good = conf(&sb, &wd);
+    wd.configure(&good);
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    let daemon = Daemon::start(&wd);
+    wait_for("the daemon to start", Duration::from_secs(10), || {
+        daemon.log().contains("Daemon started").then_some(())
+    });
+
+    wd.write(
+        "config.toml",
+        "[api]\nbase_url = \"https://x\"\ncolour = 1\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    wait_for("the reload to be refused", Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("Config reload failed; keeping the previous config")
+            .then_some(())
+    });
+    assert!(
+        daemon.log().contains("colour"),
+        "the message names the bad key\n{}",
+        daemon.log()
+    );
+
+    // Still scheduled, still on the old config: a new export is synced.
+    wd.write("inbox/crm-1.csv", numbered_export("H", 3));
+    wait_for("the export to be archived", Duration::from_secs(30), || {
+        wd.path("archive/crm-1.csv").exists().then_some(())
+    });
+    assert_eq!(sb.request_count(), 3);
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn sigterm_stops_a_daemon_mid_run_with_an_interrupted_report() {
+    let wd = Workdir::new("daemon-term");
+    let sb = Sandbox::start(&wd, &["--latency-ms", "200"]);
+    wd.configure(&Conf {
+        max_in_flight: 1,
+        extra: "[schedule]\ncron = \"*/2 * * * * *\"\n[shutdown]\ndeadline_secs = 5\n".into(),
+        ..conf(&sb, &wd)
+    });
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("S", 100));
+    let daemon = Daemon::start(&wd);
+    wait_for("the first requests", Duration::from_secs(30), || {
+        (sb.request_count() >= 3).then_some(())
+    });
+    assert_eq!(
+        daemon.stop(Duration::from_secs(5)),
+        0,
+        "exit within the deadline"
+    );
+    let spans = run_spans(&wd);
+    let last = &spans.last().expect("a report").2;
+    assert_eq!(last["interrupted"], true, "{last:#}");
+    assert!(
+        wd.path("inbox/crm-1.csv").exists(),
+        "an interrupted file stays in the inbox for the next run"
+    );
+}
