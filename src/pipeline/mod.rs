@@ -79,8 +79,10 @@ pub struct RunOptions {
 }
 
 /// `(file, n, of)`, called as each file of a run starts.
+pub type FileStarted = dyn Fn(&str, usize, usize) + Send + Sync;
+
 #[derive(Clone)]
-pub struct FileHook(pub Arc<dyn Fn(&str, usize, usize) + Send + Sync>);
+pub struct FileHook(pub Arc<FileStarted>);
 
 impl std::fmt::Debug for FileHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
