@@ -243,3 +243,29 @@ fn the_metrics_file_counts_a_run_with_rejections() {
         "{text}"
     );
 }
+
+/// Without a terminal the progress is a log line at a fixed interval (10 s by default;
+/// `ACCOUNTSYNC_PROGRESS_SECS` here so the test stays short), with no escape codes.
+#[test]
+fn a_long_run_without_a_terminal_logs_its_progress_periodically() {
+    let wd = Workdir::new("progress-log");
+    // 100 ms a request, one at a time: 15 rows take about 1.5 s.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "100"]);
+    wd.configure(&Conf {
+        max_in_flight: 1,
+        ..Conf::new(&sb)
+    });
+    let file = wd.write("n.csv", numbered_export("P", 15));
+    let mut cmd = wd.command(&["run", &file.display().to_string()]);
+    cmd.env("ACCOUNTSYNC_PROGRESS_SECS", "0.3");
+    let run = wd.exec(cmd);
+    run.expect_code(0);
+    let err = run.stderr();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("Progress: ")).collect();
+    assert!(lines.len() >= 2, "expected periodic progress lines\n{err}");
+    assert!(
+        lines[0].contains("n.csv (1/1, pass 2/2)") && lines[0].contains("sent "),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err}");
+}

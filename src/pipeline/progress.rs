@@ -87,7 +87,7 @@ impl Progress {
             }
             let every = match me.bars {
                 Some(_) => Duration::from_millis(250),
-                None => Duration::from_secs(10),
+                None => log_interval(),
             };
             let started = Instant::now();
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -138,6 +138,15 @@ impl Progress {
             *DRAWN.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
+}
+
+/// 10 s, or `ACCOUNTSYNC_PROGRESS_SECS` (a busy journal may want less, a test more often).
+fn log_interval() -> Duration {
+    std::env::var("ACCOUNTSYNC_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.1)
+        .map_or(Duration::from_secs(10), Duration::from_secs_f64)
 }
 
 fn style(template: &str) -> ProgressStyle {
