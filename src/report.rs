@@ -78,6 +78,12 @@ pub struct Summary {
     pub finished_at: DateTime<Utc>,
     pub elapsed_secs: f64,
     pub requests_per_second: f64,
+    /// The adaptive rate limit at the end of the run and the lowest it went: below
+    /// `[rate].requests_per_second` when the API kept answering 429.
+    #[serde(default)]
+    pub rate_limit_final: f64,
+    #[serde(default)]
+    pub rate_limit_lowest: f64,
     /// Why the run stopped early, when it did.
     pub stopped: Option<String>,
     /// Stopped by SIGTERM/SIGINT: what was read and not confirmed is kept for the next run.

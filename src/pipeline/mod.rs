@@ -301,6 +301,8 @@ pub async fn run(
         } else {
             0.0
         },
+        rate_limit_final: sender.rates().0,
+        rate_limit_lowest: sender.rates().1,
         stopped: stop.map(|s| s.reason),
         interrupted,
         exit_code,

@@ -108,6 +108,11 @@ impl Sender {
         });
     }
 
+    /// The adaptive rate at the end and the lowest it went (requests/s).
+    pub fn rates(&self) -> (f64, f64) {
+        self.throttle.rates()
+    }
+
     pub fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Relaxed)
     }
@@ -201,7 +206,10 @@ impl Sender {
                 },
             };
             match decision {
-                Decision::Success => return Delivery::Confirmed,
+                Decision::Success => {
+                    self.throttle.succeeded();
+                    return Delivery::Confirmed;
+                }
                 Decision::Reject(problems) => return Delivery::Rejected(problems),
                 Decision::Unauthorized => {
                     let why = "the API refused the token (HTTP 401); the run stopped";
@@ -219,6 +227,7 @@ impl Sender {
                 } => {
                     if status == Some(429) {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        self.throttle.throttled();
                     }
                     if let Some(wait) = retry_after {
                         if wait > MAX_PAUSE {
