@@ -82,6 +82,10 @@ struct RawApi {
     token_file: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    /// Plain http:// to a host other than this machine: the token would cross the network
+    /// in clear text, so it takes an explicit yes.
+    #[serde(default)]
+    allow_insecure_http: bool,
 }
 const fn default_timeout() -> u64 {
     30
@@ -398,6 +402,15 @@ impl Config {
     }
 
     fn token_from_file(&self, file: &Path) -> Result<SecretString, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %file.display(),
+                "The token file is readable by other users; chmod 600 it (or use a systemd credential)."
+            );
+        }
         let text =
             std::fs::read_to_string(file).map_err(|source| ConfigError::TokenFileUnreadable {
                 file: file.to_path_buf(),
@@ -413,6 +426,20 @@ impl Config {
         }
         Ok(SecretString::from(token.to_owned()))
     }
+}
+
+/// `host[:port]/...` of an http:// URL names this machine: the token does not leave it.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 struct Checker<'a> {
@@ -488,6 +515,15 @@ impl Checker<'_> {
             return Err(self.invalid(
                 "api.base_url",
                 format!("must start with https:// (or http:// for a local test server), got {base_url:?}"),
+            ));
+        }
+        if let Some(rest) = base_url.strip_prefix("http://")
+            && !is_loopback(rest)
+            && !raw.allow_insecure_http
+        {
+            return Err(self.invalid(
+                "api.base_url",
+                format!("{base_url:?} is plain http to another machine: the token would travel unencrypted; use https://, or set [api].allow_insecure_http = true if you must"),
             ));
         }
         let token = match (raw.token_env, raw.token_file) {

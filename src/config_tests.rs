@@ -192,3 +192,29 @@ fn schedule_shutdown_and_metrics_have_defaults_and_limits() {
         &["[shutdown.deadline_secs]", "between 1 and 3600"],
     );
 }
+
+#[test]
+fn plain_http_is_refused_unless_loopback_or_allowed() {
+    for url in [
+        "http://127.0.0.1:8080/api",
+        "http://localhost/api",
+        "http://[::1]:9/x",
+    ] {
+        let text = MINIMAL.replace("https://accounts.example.com/rest/api/", url);
+        assert!(parse(&text).is_ok(), "{url} is this machine");
+    }
+    for url in [
+        "http://accounts.example.com/api",
+        "http://10.0.0.5/api",
+        "http://127.0.0.1.evil.example/api",
+        "http://localhost@evil.example/api",
+    ] {
+        let text = MINIMAL.replace("https://accounts.example.com/rest/api/", url);
+        refused(
+            &text,
+            &["[api.base_url]", "unencrypted", "allow_insecure_http"],
+        );
+        let allowed = text.replace("[columns]", "allow_insecure_http = true\n[columns]");
+        assert!(parse(&allowed).is_ok(), "{url} allowed explicitly");
+    }
+}

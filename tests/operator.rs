@@ -269,3 +269,30 @@ fn a_long_run_without_a_terminal_logs_its_progress_periodically() {
     );
     assert!(!err.contains('\u{1b}'), "{err}");
 }
+
+#[test]
+fn a_token_file_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let wd = Workdir::new("token-perms");
+    let sb = Sandbox::start(&wd, &[]);
+    let text = std::fs::read_to_string(wd.configure(&Conf::new(&sb))).expect("config");
+    let token = wd.write("token", format!("{TOKEN}\n"));
+    let line = format!(
+        "token_file = {}",
+        util::toml_string(&token.display().to_string())
+    );
+    wd.write(
+        "config.toml",
+        text.replace(&format!("token_env = \"{}\"", util::TOKEN_ENV), &line),
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = wd.exec(wd.command(&["check-config"]));
+    run.expect_code(0);
+    assert!(
+        run.stderr().contains("readable by other users; chmod 600"),
+        "{run}"
+    );
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = wd.exec(wd.command(&["check-config"]));
+    assert!(!run.stderr().contains("readable by other users"), "{run}");
+}
