@@ -14,6 +14,7 @@ mod admin;
 mod index;
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
@@ -34,6 +35,9 @@ pub use index::{RowIndex, hash128, key as index_key};
 /// misreading it.
 const SCHEMA: &str = "1";
 
+/// Written beside sled's files when a cache is created.
+const MARKER: &str = "accountsync-cache";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error(
@@ -53,6 +57,8 @@ pub enum CacheError {
     },
     #[error("cache storage error: {0}")]
     Storage(#[from] sled::Error),
+    #[error("cannot restore the cache from its backup: {0}")]
+    Recover(String),
     #[error("cache entry for account {reference:?} cannot be encoded: {source}")]
     Encode {
         reference: String,
@@ -105,6 +111,8 @@ struct Deferred {
 }
 
 struct Trees {
+    /// The database had no schema key: new, or (with the marker file present) emptied.
+    fresh: bool,
     db: sled::Db,
     confirmed: sled::Tree,
     rejected: sled::Tree,
@@ -132,6 +140,24 @@ impl Cache {
                 })?;
         }
         let trees = open_trees(path, sled::Config::new().path(path), memory_mb)?;
+        // sled 0.34 can open a damaged file as an empty database without an error. A marker
+        // beside it, written when the database is created, tells "new" from "emptied".
+        let marker = path.join(MARKER);
+        let open_err = |e: std::io::Error| CacheError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        };
+        if trees.fresh && marker.exists() {
+            drop(trees);
+            return Err(CacheError::Open {
+                path: path.to_path_buf(),
+                source: sled::Error::Corruption { at: None, bt: () },
+            });
+        }
+        if !marker.exists() {
+            std::fs::write(&marker, format!("accountsync cache, schema {SCHEMA}\n"))
+                .map_err(open_err)?;
+        }
         // sled holds the lock now: read the row index, then remove it before any write, so
         // that a crash from here on leaves no index rather than a stale one.
         let index = RowIndex::load(path);
@@ -145,6 +171,72 @@ impl Cache {
             index,
             Some(path.to_path_buf()),
         ))
+    }
+
+    /// [`Cache::open`], and when sled reports the database corrupt (an abrupt kill can do
+    /// that to sled 0.34: spacejam/sled #1527, #1533): move it aside as
+    /// `{path}.damaged-{time}`, start a new one, and restore the last backup into it when
+    /// there is one. Returns what was done, for the log and the summary. Without a backup the
+    /// new cache is empty: the next run sends every field again, which loses nothing.
+    pub fn open_or_recover(
+        path: &Path,
+        memory_mb: u64,
+        backup: Option<&Path>,
+    ) -> Result<(Cache, Option<String>), CacheError> {
+        let source = match Cache::open(path, memory_mb) {
+            Err(CacheError::Open {
+                source: source @ sled::Error::Corruption { .. },
+                ..
+            }) => source,
+            other => return other.map(|c| (c, None)),
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".damaged-{stamp}"));
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| CacheError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        tracing::error!(cache = %path.display(), moved_to = %aside.display(), error = %source, "The cache is damaged; it was moved aside and a new one started.");
+        let cache = Cache::open(path, memory_mb)?;
+        let restored = match backup.filter(|b| b.exists()) {
+            Some(b) => {
+                let file = File::open(b).map_err(|e| CacheError::Copy {
+                    path: b.to_path_buf(),
+                    source: e,
+                })?;
+                let n = cache
+                    .import(b, std::io::BufReader::new(file), false)
+                    .map_err(|e| CacheError::Recover(e.to_string()))?;
+                format!("restored {n} accounts from the backup {}", b.display())
+            }
+            None => {
+                "no backup ([cache].backup_file) to restore: every account is sent again".into()
+            }
+        };
+        let what = format!(
+            "the cache was damaged ({source}); it was moved to {} and {restored}",
+            aside.display()
+        );
+        tracing::error!("{what}");
+        Ok((cache, Some(what)))
+    }
+
+    /// Writes a `cache export` to `file` atomically (a temporary file beside it, renamed).
+    pub fn write_backup(&self, file: &Path) -> Result<u64, AdminError> {
+        let tmp = file.with_extension("tmp");
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut out = std::io::BufWriter::new(out);
+        let n = self.export(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        Ok(n)
     }
 
     /// Opens the cache for commands that only read it (`cache stats`, `show`, `export`): the
@@ -273,11 +365,15 @@ fn copy_error(path: &Path, source: std::io::Error) -> CacheError {
 }
 
 fn open_trees(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Trees, CacheError> {
+    let mut fresh = false;
     {
-        let opened = config
+        let config = config
             .mode(sled::Mode::LowSpace)
-            .cache_capacity(memory_mb * 1024 * 1024)
-            .open();
+            .cache_capacity(memory_mb * 1024 * 1024);
+        // sled 0.34 may panic rather than return an error on some damaged files; a damaged
+        // cache must be reported and recovered from, never end the process.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .unwrap_or(Err(sled::Error::Corruption { at: None, bt: () }));
         let db = match opened {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -295,6 +391,7 @@ fn open_trees(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Trees
         match db.get("schema")? {
             None => {
                 db.insert("schema", SCHEMA)?;
+                fresh = true;
             }
             Some(v) if v.as_ref() == SCHEMA.as_bytes() => {}
             Some(v) => {
@@ -305,6 +402,7 @@ fn open_trees(path: &Path, config: sled::Config, memory_mb: u64) -> Result<Trees
             }
         }
         Ok(Trees {
+            fresh,
             confirmed: db.open_tree("confirmed")?,
             rejected: db.open_tree("rejected")?,
             outbox: db.open_tree("outbox")?,

@@ -215,3 +215,45 @@ fn the_row_index_is_gone_while_a_run_writes_and_back_after_it() {
     assert!(!file.exists());
     assert_eq!(cache.row_index().get(index_key("A")), Some(42));
 }
+
+#[test]
+fn a_damaged_cache_is_moved_aside_and_restored_from_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let backup = dir.path().join("backup.jsonl");
+    {
+        let cache = Cache::open(&path, 16).unwrap();
+        cache
+            .confirm("A", &[change("email", "a@b.co")], [7; 16])
+            .unwrap();
+        assert_eq!(cache.write_backup(&backup).unwrap(), 1);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200)); // sled's flusher lets go
+    // Garbage over the whole data file: what a torn write after a kill can leave, at worst.
+    let db = path.join("db");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0xA5; len.max(4096)]).unwrap();
+
+    let (cache, what) = (0..200)
+        .find_map(|_| match Cache::open_or_recover(&path, 16, Some(&backup)) {
+            Err(CacheError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+            other => Some(other),
+        })
+        .expect("stayed locked")
+        .unwrap_or_else(|e| panic!("not recovered: {e}"));
+    let what = what.expect("the damage is reported");
+    assert!(
+        what.contains("damaged") && what.contains("restored 1 accounts"),
+        "{what}"
+    );
+    assert_eq!(cache.confirmed("A").unwrap().len(), 1);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("c.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged cache is kept aside");
+}

@@ -207,12 +207,14 @@ impl Default for MaxLength {
 struct RawCache {
     path: PathBuf,
     memory_mb: u64,
+    backup_file: Option<PathBuf>,
 }
 impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             path: PathBuf::from("state/cache"),
             memory_mb: 128,
+            backup_file: None,
         }
     }
 }
@@ -348,6 +350,9 @@ pub struct Config {
     pub cache_path: PathBuf,
     /// sled's page cache, in MiB.
     pub cache_memory_mb: u64,
+    /// A `cache export` written after each run, and restored from if the cache is found
+    /// damaged.
+    pub cache_backup: Option<PathBuf>,
     pub report_dir: PathBuf,
     /// node_exporter textfile written after each run.
     pub metrics_file: Option<PathBuf>,
@@ -494,6 +499,7 @@ impl Checker<'_> {
                 _ => return Err(self.invalid("cache.memory_mb", "must be between 8 and 65536")),
             },
             cache_path: self.resolve(raw.cache.path),
+            cache_backup: raw.cache.backup_file.map(|f| self.resolve(f)),
             report_dir: self.resolve(raw.report.dir),
             metrics_file: raw.report.metrics_file.map(|f| self.resolve(f)),
             cron: raw.schedule.cron,

@@ -51,6 +51,7 @@ fn night() -> Summary {
         finished_at: at(FINISHED, 750),
         elapsed_secs: 5.75,
         requests_per_second: 12.0 / 5.75,
+        cache_recovered: None,
         rate_limit_final: 10.0,
         rate_limit_lowest: 10.0,
         stopped: None,

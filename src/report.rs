@@ -78,6 +78,10 @@ pub struct Summary {
     pub finished_at: DateTime<Utc>,
     pub elapsed_secs: f64,
     pub requests_per_second: f64,
+    /// The cache was found damaged at the start, moved aside and restored (from the backup,
+    /// when there was one): what was done.
+    #[serde(default)]
+    pub cache_recovered: Option<String>,
     /// The adaptive rate limit at the end of the run and the lowest it went: below
     /// `[rate].requests_per_second` when the API kept answering 429.
     #[serde(default)]

@@ -174,10 +174,12 @@ pub async fn run(
         open_checked(config, path)?;
     }
     let client = Client::new(&config.api, token)?;
-    let cache = if opts.dry_run {
-        Cache::open_copy(&config.cache_path, config.cache_memory_mb)?
+    let (cache, recovered) = if opts.dry_run {
+        let copy = Cache::open_copy(&config.cache_path, config.cache_memory_mb)?;
+        (copy, None)
     } else {
-        Cache::open(&config.cache_path, config.cache_memory_mb)?
+        let backup = config.cache_backup.as_deref();
+        Cache::open_or_recover(&config.cache_path, config.cache_memory_mb, backup)?
     };
     let report = Report::create(&config.report_dir, started)?;
     let run_id = report.run_id().to_owned();
@@ -246,6 +248,14 @@ pub async fn run(
         // The index only saves time: without it the next run decides every row in full.
         tracing::warn!(%error, "Cannot write the row index; the next run checks every row in full.");
     }
+    if let (Some(file), None, false) = (&config.cache_backup, &failure, opts.dry_run) {
+        let (cache, file) = (cache.clone(), file.clone());
+        match tokio::task::spawn_blocking(move || cache.write_backup(&file)).await {
+            Ok(Ok(n)) => tracing::info!(accounts = n, "Cache backup written."),
+            Ok(Err(error)) => tracing::warn!(%error, "Cannot write the cache backup."),
+            Err(error) => tracing::warn!(%error, "Cannot write the cache backup."),
+        }
+    }
     let stop = match failure {
         Some(e) => Some(Stop {
             reason: e.to_string(),
@@ -301,6 +311,7 @@ pub async fn run(
         } else {
             0.0
         },
+        cache_recovered: recovered,
         rate_limit_final: sender.rates().0,
         rate_limit_lowest: sender.rates().1,
         stopped: stop.map(|s| s.reason),
