@@ -2,6 +2,9 @@
 //! and `cmd/`, one file per subcommand) is the only place that uses `anyhow`; the library
 //! below it returns typed errors.
 
+// No input may panic the process: data errors are values (`Problem`, typed `Err`s).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 mod cmd;
 
 use std::io::Write;

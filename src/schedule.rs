@@ -186,9 +186,12 @@ impl Schedule {
                 missing = mid;
             }
         }
-        exists(present)
-            .expect("a day after a DST gap exists")
-            .with_timezone(&Utc)
+        // A time a day after a gap always exists; reading the wall time as UTC is only a
+        // fallback so a zone database oddity cannot end the daemon.
+        exists(present).map_or_else(
+            || chrono::TimeZone::from_utc_datetime(&Utc, &wall),
+            |at| at.with_timezone(&Utc),
+        )
     }
 
     /// Matches the expression against the clock as it reads: under the offset in force at
