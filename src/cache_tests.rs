@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{Category, Value};
+use std::path::Path;
 
 fn change(field: &str, new: &str) -> Change {
     Change {

@@ -2,7 +2,10 @@
 //! rate-limited PATCH requests -> cache and report. See ARCHITECTURE.md for the map.
 
 // No input may panic the process: data errors are values (`Problem`, typed `Err`s).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cache;
 pub mod config;

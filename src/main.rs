@@ -3,7 +3,10 @@
 //! below it returns typed errors.
 
 // No input may panic the process: data errors are values (`Problem`, typed `Err`s).
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod cmd;
 

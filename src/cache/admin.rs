@@ -1,7 +1,9 @@
 //! What operators do to the cache by hand (`accountsync cache ...`): look, forget one
 //! account, back up and restore. Kept apart from what a run does, which is in `cache.rs`.
 
+use std::fs::File;
 use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,72 @@ impl From<sled::Error> for AdminError {
 }
 
 impl Cache {
+    /// [`Cache::open`], and when sled reports the database corrupt (an abrupt kill can do
+    /// that to sled 0.34: spacejam/sled #1527, #1533): move it aside as
+    /// `{path}.damaged-{time}`, start a new one, and restore the last backup into it when
+    /// there is one. Returns what was done, for the log and the summary. Without a backup the
+    /// new cache is empty: the next run sends every field again, which loses nothing.
+    pub fn open_or_recover(
+        path: &Path,
+        memory_mb: u64,
+        backup: Option<&Path>,
+    ) -> Result<(Cache, Option<String>), CacheError> {
+        let source = match Cache::open(path, memory_mb) {
+            Err(CacheError::Open {
+                source: source @ sled::Error::Corruption { .. },
+                ..
+            }) => source,
+            other => return other.map(|c| (c, None)),
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".damaged-{stamp}"));
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| CacheError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        tracing::error!(cache = %path.display(), moved_to = %aside.display(), error = %source, "The cache is damaged; it was moved aside and a new one started.");
+        let cache = Cache::open(path, memory_mb)?;
+        let restored = match backup.filter(|b| b.exists()) {
+            Some(b) => {
+                let file = File::open(b).map_err(|e| CacheError::Copy {
+                    path: b.to_path_buf(),
+                    source: e,
+                })?;
+                let n = cache
+                    .import(b, std::io::BufReader::new(file), false)
+                    .map_err(|e| CacheError::Recover(e.to_string()))?;
+                format!("restored {n} accounts from the backup {}", b.display())
+            }
+            None => {
+                "no backup ([cache].backup_file) to restore: every account is sent again".into()
+            }
+        };
+        let what = format!(
+            "the cache was damaged ({source}); it was moved to {} and {restored}",
+            aside.display()
+        );
+        tracing::error!("{what}");
+        Ok((cache, Some(what)))
+    }
+
+    /// Writes a `cache export` to `file` atomically (a temporary file beside it, renamed).
+    pub fn write_backup(&self, file: &Path) -> Result<u64, AdminError> {
+        let tmp = file.with_extension("tmp");
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut out = std::io::BufWriter::new(out);
+        let n = self.export(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        Ok(n)
+    }
+
     pub fn stats(&self) -> Result<Stats, CacheError> {
         let t = self.trees()?;
         Ok(Stats {
