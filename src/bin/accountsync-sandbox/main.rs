@@ -5,6 +5,7 @@
 //! being agreed with.
 
 mod cli;
+mod conn;
 mod demo;
 mod format;
 mod rules;

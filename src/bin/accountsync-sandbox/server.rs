@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::conn;
 use crate::format;
 use crate::state::{Reply, Sandbox};
 
@@ -40,9 +41,7 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(sandbox))
-        .with_graceful_shutdown(shutdown)
-        .await
+    conn::serve(listener, router(sandbox), shutdown).await
 }
 
 /// A server running on a task, for the demo and the tests, which stop it themselves.
