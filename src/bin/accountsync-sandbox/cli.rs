@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::faults::FaultArgs;
 use crate::format::ErrorFormat;
 use crate::state::Settings;
 
@@ -74,6 +75,9 @@ pub struct ServeArgs {
     /// benchmarks, where a million logged bodies would take gigabytes.
     #[arg(long)]
     pub no_request_log: bool,
+    // Boxed to keep `Command` small (clippy's large_enum_variant).
+    #[command(flatten)]
+    pub faults: Box<FaultArgs>,
 }
 
 impl ServeArgs {

@@ -5,13 +5,21 @@
 //! being agreed with.
 
 mod cli;
+mod conn;
 mod demo;
+mod fault_http;
+mod fault_state;
+mod faults;
 mod format;
 mod rules;
 mod server;
 mod state;
 mod store;
 
+#[cfg(test)]
+mod fault_seq_tests;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod server_tests;
 
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
+    let faults = args.faults.build()?;
     let store = match &args.accounts {
         Some(path) => Store::load(path)?,
         None => Store::open(),
@@ -72,7 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     writeln!(stdout, "listening on http://{addr}")?;
     stdout.flush()?;
     drop(stdout);
-    let sandbox = Arc::new(Sandbox::new(settings, store));
+    let sandbox = Arc::new(Sandbox::new(settings, store).with_faults(faults));
     server::serve(listener, sandbox, server::shutdown_signal()).await?;
     Ok(())
 }

@@ -7,12 +7,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,8 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::format;
+use crate::conn::{self, Connection};
+use crate::faults::Fault;
 use crate::state::{Reply, Sandbox};
+use crate::{fault_http, format};
 
 const ACCOUNTS_PREFIX: &str = "/rest/api/accounts/";
 
@@ -30,6 +32,11 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/_sandbox/requests", get(requests))
         .route("/_sandbox/accounts", get(accounts))
         .route("/_sandbox/fail", post(fail))
+        .route("/_sandbox/stats", get(fault_http::stats))
+        .route(
+            "/_sandbox/faults",
+            get(fault_http::get_faults).post(fault_http::set_faults),
+        )
         .fallback(api)
         .with_state(sandbox)
 }
@@ -40,9 +47,7 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(sandbox))
-        .with_graceful_shutdown(shutdown)
-        .await
+    conn::serve(listener, router(sandbox), shutdown).await
 }
 
 /// A server running on a task, for the demo and the tests, which stop it themselves.
@@ -117,6 +122,7 @@ async fn api(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<Connection>>,
     body: Bytes,
 ) -> Response {
     let path = uri
@@ -137,6 +143,8 @@ async fn api(
         reference.as_deref(),
         parsed.as_ref(),
         &headers,
+        index,
+        connection.as_ref().map(|Extension(c)| c),
     )
     .await;
     sandbox.finish(index, response.status().as_u16());
@@ -144,13 +152,16 @@ async fn api(
     response
 }
 
-/// The check order: auth, rate, latency, then the API's own decision.
+/// The check order: auth, rate, fault draw, latency and jitter, the fault, then the API's own
+/// decision (and an applied-drop's reset after it). `index` is the request's log entry.
 async fn answer(
     sandbox: &Sandbox,
     method: &Method,
     reference: Option<&str>,
     body: Option<&Value>,
     headers: &HeaderMap,
+    index: usize,
+    connection: Option<&Connection>,
 ) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -176,8 +187,11 @@ async fn answer(
         )
             .into_response();
     }
-    if !sandbox.settings.latency.is_zero() {
-        tokio::time::sleep(sandbox.settings.latency).await;
+    // Drawn before the latency, so the draws follow the order in which requests arrive.
+    let fault = fault_http::draw(sandbox, method, reference, index);
+    let delay = sandbox.settings.latency + sandbox.faults.jitter();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let Some(reference) = reference else {
         return messages(sandbox, 404, vec!["not found".to_string()]);
@@ -185,7 +199,16 @@ async fn answer(
     if method != Method::PATCH {
         return messages(sandbox, 405, vec!["method not allowed".to_string()]);
     }
+    if let Some(response) = fault_http::instead(fault, sandbox, connection).await {
+        return response;
+    }
     let outcome = sandbox.patch(reference, body, chrono::Utc::now().date_naive());
+    if matches!(outcome.reply, Reply::Account(_)) {
+        sandbox.faults.record_applied(reference);
+    }
+    if fault == Fault::AppliedDrop {
+        return fault_http::reset(connection).await;
+    }
     match outcome.reply {
         Reply::Account(account) => (
             StatusCode::OK,

@@ -11,14 +11,14 @@ use crate::server::Running;
 use crate::state::{Sandbox, Settings};
 use crate::store::Store;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const ACCOUNTS: &str = "accountreference,email,locked\n\
+pub(crate) const ACCOUNTS: &str = "accountreference,email,locked\n\
                         A1,one@example.com,\n\
                         L1,locked@example.com,true\n\
                         a/b?c#d%e f,odd@example.com,\n";
 
-fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     Settings {
         token: "t0k".into(),
         custom_parameters: vec!["loyaltytier".into()],
@@ -39,13 +39,13 @@ async fn start(settings: Settings) -> Result<(Running, String), Box<dyn std::err
     Ok((running, base))
 }
 
-fn client() -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn client() -> Result<reqwest::Client, reqwest::Error> {
     // No proxy: an http_proxy in the test environment must not swallow 127.0.0.1.
     reqwest::Client::builder().no_proxy().build()
 }
 
 /// PATCH `body` to the raw (already encoded) path segment; returns status, headers, body.
-async fn patch(
+pub(crate) async fn patch(
     c: &reqwest::Client,
     base: &str,
     segment: &str,
@@ -63,7 +63,10 @@ async fn patch(
     Ok((status, headers, response.text().await?))
 }
 
-async fn get_json(c: &reqwest::Client, url: String) -> Result<Value, Box<dyn std::error::Error>> {
+pub(crate) async fn get_json(
+    c: &reqwest::Client,
+    url: String,
+) -> Result<Value, Box<dyn std::error::Error>> {
     Ok(serde_json::from_str(
         &c.get(url).send().await?.text().await?,
     )?)

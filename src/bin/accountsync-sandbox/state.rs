@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::faults::Faults;
 use crate::format::ErrorFormat;
 use crate::rules;
 use crate::store::Store;
@@ -38,6 +39,9 @@ pub struct LogEntry {
     pub body: Value,
     pub status: u16,
     pub received_ms: f64,
+    /// The injected fault, if any (`faults::Kind::name`); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<&'static str>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -66,6 +70,8 @@ impl Outcome {
 
 pub struct Sandbox {
     pub settings: Settings,
+    /// Off unless set with [`Sandbox::with_faults`]; has its own lock.
+    pub faults: Faults,
     started: Instant,
     inner: Mutex<Inner>,
 }
@@ -96,9 +102,14 @@ impl Sandbox {
         };
         Sandbox {
             settings,
+            faults: Faults::new(fastrand::u64(..), Duration::from_secs(35), Duration::ZERO),
             started: Instant::now(),
             inner: Mutex::new(inner),
         }
+    }
+
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Sandbox { faults, ..self }
     }
 
     /// A panic in another request must not take the sandbox down with poisoned locks.
@@ -140,6 +151,7 @@ impl Sandbox {
             body,
             status: 0,
             received_ms,
+            fault: None,
         });
         inner.log.len() - 1
     }
@@ -147,6 +159,12 @@ impl Sandbox {
     pub fn finish(&self, index: usize, status: u16) {
         if let Some(entry) = self.lock().log.get_mut(index) {
             entry.status = status;
+        }
+    }
+
+    pub fn note_fault(&self, index: usize, fault: &'static str) {
+        if let Some(entry) = self.lock().log.get_mut(index) {
+            entry.fault = Some(fault);
         }
     }
 
