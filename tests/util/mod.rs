@@ -44,6 +44,9 @@ pub struct Logged {
     pub body: Value,
     pub status: u16,
     pub received_ms: f64,
+    /// The fault the sandbox injected (`500`, `503`, `429`, `reset`, `slow`, `applied_drop`).
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 /// A running `accountsync-sandbox`, killed on drop.
@@ -131,6 +134,17 @@ impl Sandbox {
     pub fn set_failures(&self, references: &[&str]) {
         let body = serde_json::json!({ "references": references }).to_string();
         self.http("POST", "/_sandbox/fail", Some(&body));
+    }
+
+    /// Replaces the fault rates at run time (`POST /_sandbox/faults`; `{}` turns them off).
+    pub fn set_faults(&self, json: &str) {
+        self.http("POST", "/_sandbox/faults", Some(json));
+    }
+
+    /// `GET /_sandbox/stats`: the seed, faults drawn per kind, changes applied per account.
+    pub fn stats(&self) -> Value {
+        let body = self.http("GET", "/_sandbox/stats", None);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /_sandbox/stats: {e}: {body}"))
     }
 
     /// The sandbox's stderr so far, for failure messages.
