@@ -341,3 +341,63 @@ fn each_fault_alone_at_a_high_rate_converges() {
         );
     }
 }
+
+/// sled 0.34 has open reports of a database that will not open after an abrupt kill
+/// (spacejam/sled #1527, #1533). A baseline writes the cache as fast as it can (no network),
+/// so killing it at random moments hits sled mid-write. After every kill the cache must open
+/// (or be recovered from the backup, said clearly), never panic. Prints how often sled's
+/// damage showed up, for the closing note.
+#[test]
+fn killed_mid_write_the_cache_always_opens_again() {
+    let seed = seed();
+    eprintln!("sled kill seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let wd = Workdir::new("sled-kill");
+    let sb = Sandbox::start(&wd, &[]);
+    let backup = wd.path("backup.jsonl");
+    let text = std::fs::read_to_string(wd.configure(&Conf::new(&sb))).expect("config");
+    let line = format!(
+        "backup_file = {}\n",
+        util::toml_string(&backup.display().to_string())
+    );
+    wd.write(
+        "config.toml",
+        text.replace("[cache]\n", &format!("[cache]\n{line}")),
+    );
+    let rows: Vec<(String, String)> = (0..20_000)
+        .map(|i| (format!("K{i:05}"), format!("k{i:05}@example.com")))
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|(r, e)| (r.as_str(), e.as_str(), "Ann", "Lee"))
+        .collect();
+    let file = wd.write("n.csv", small_export(&refs));
+    let path = file.display().to_string();
+    let (mut killed, mut damaged) = (0, 0);
+    for round in 0..30 {
+        let log = wd.path(&format!("baseline-{round}.log"));
+        let mut cmd = wd.command(&["baseline", &path]);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        let mut child = cmd.spawn().expect("start a baseline");
+        std::thread::sleep(Duration::from_millis(50 + rng.u64(..400)));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("SIGKILL");
+            killed += 1;
+        }
+        child.wait().expect("reap");
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!log.contains("panicked"), "round {round}: {log}");
+        damaged += usize::from(log.contains("damaged"));
+        // Every few rounds a clean pass, so a backup exists to recover from.
+        if round % 10 == 9 {
+            let run = wd.exec(wd.command(&["baseline", &path]));
+            assert!(!run.stderr().contains("panicked"), "{run}");
+            damaged += usize::from(run.stderr().contains("damaged"));
+        }
+    }
+    let stats = wd.exec(wd.command(&["cache", "stats"]));
+    stats.expect_code(0);
+    eprintln!("sled: {killed} kills mid-write, damage found on open {damaged} times");
+    assert!(killed >= 15, "only {killed} baselines were killed mid-way");
+}
