@@ -14,17 +14,41 @@ pub enum MapError {
         "the header has no column {} (mapped by {}); headers found: {}",
         .missing.iter().map(|(_, h)| format!("{h:?}")).collect::<Vec<_>>().join(", "),
         .missing.iter().map(|(k, _)| format!("[columns] {k}")).collect::<Vec<_>>().join(", "),
-        .found.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+        .found
     )]
     MissingColumns {
         /// (config key, header) pairs.
         missing: Vec<(String, String)>,
-        found: Vec<String>,
+        /// The file's headers as [`show_headers`] lists them.
+        found: String,
     },
     #[error(
         "the header has the mapped column {header:?} {count} times; rename the extra ones in the export"
     )]
     AmbiguousHeader { header: String, count: usize },
+}
+
+/// An error lists at most this many of a file's headers, each cut to [`HEADER_CHARS`]
+/// characters: a 5,000-column export, or a 100 MB line without a newline read as one
+/// header, must not become an error line of that size on stderr and in the journal.
+const HEADERS_SHOWN: usize = 50;
+const HEADER_CHARS: usize = 60;
+
+/// Headers quoted for an error message: `"Ref", "Email"`, a long one cut
+/// (`"xxx…" (104857600 bytes)`), and `and 4950 more` past [`HEADERS_SHOWN`].
+pub fn show_headers(headers: &[String]) -> String {
+    let mut list: Vec<String> = headers
+        .iter()
+        .take(HEADERS_SHOWN)
+        .map(|h| match h.char_indices().nth(HEADER_CHARS) {
+            None => format!("{h:?}"),
+            Some((cut, _)) => format!("{:?}… ({} bytes)", &h[..cut], h.len()),
+        })
+        .collect();
+    if headers.len() > HEADERS_SHOWN {
+        list.push(format!("and {} more", headers.len() - HEADERS_SHOWN));
+    }
+    list.join(", ")
 }
 
 /// How a column's cell becomes an API value.
@@ -135,7 +159,7 @@ impl Layout {
             }),
             _ => Err(MapError::MissingColumns {
                 missing,
-                found: header.to_vec(),
+                found: show_headers(header),
             }),
         }
     }
