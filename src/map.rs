@@ -210,16 +210,23 @@ pub fn map_record(layout: &Layout, record: &ByteRecord, date_formats: &[String])
         _ => None,
     };
     if record.len() != layout.width {
+        let mut message = format!(
+            "row has {} fields but the header has {}",
+            record.len(),
+            layout.width
+        );
+        // A quote that is never closed takes every line after it into one cell, up to the
+        // next quote or the end of the file: one malformed row stands for all of them, and
+        // the data team must see that those lines were not read as rows.
+        let lines = 1 + record.as_slice().iter().filter(|&&b| b == b'\n').count();
+        if lines > 1 {
+            message.push_str(&format!(
+                " (this row spans {lines} lines: a quote that is not closed takes in the lines after it)"
+            ));
+        }
         return Mapped {
             reference,
-            problems: vec![Problem::malformed(
-                "",
-                format!(
-                    "row has {} fields but the header has {}",
-                    record.len(),
-                    layout.width
-                ),
-            )],
+            problems: vec![Problem::malformed("", message)],
             malformed: true,
             ..Mapped::default()
         };

@@ -119,6 +119,23 @@ fn a_huge_or_very_wide_header_gives_a_short_message() {
 }
 
 #[test]
+fn a_ragged_row_over_several_lines_says_so() {
+    let layout = Layout::resolve(
+        &columns(),
+        &header(&["Ref", "Email", "Opt In", "Street", "Tier"]),
+    )
+    .unwrap();
+    // `A-2,"x@y.com,…` never closes its quote: the next two rows are inside its cell.
+    let swallowed = ByteRecord::from(vec!["A-2", "x@y.com,1,S,T\nA-3,z@y.com,1,S,T\nA-4,w"]);
+    let m = map_record(&layout, &swallowed, &formats());
+    assert!(m.malformed);
+    assert_eq!(
+        m.problems[0].message,
+        "row has 2 fields but the header has 5 (this row spans 3 lines: a quote that is not closed takes in the lines after it)"
+    );
+}
+
+#[test]
 fn a_mapped_header_twice_is_refused() {
     let err = Layout::resolve(
         &columns(),
