@@ -101,21 +101,24 @@ pub fn line_of(record: &ByteRecord) -> u64 {
     record.position().map_or(0, |p| p.line())
 }
 
-/// Turns CRLF into LF before the csv parser sees it. csv 1.4 counts a CRLF-terminated
-/// record's start one line early (the `\n` of the previous terminator is read as part of
-/// the next record), and `line` in the report must be the physical line. As a side effect,
-/// a CRLF inside a quoted cell reads as LF, so CRLF and LF exports of the same data diff
-/// as equal.
+/// Turns CRLF, and a lone CR, into LF before the csv parser sees it. csv 1.4 counts a
+/// CRLF-terminated record's start one line early (the `\n` of the previous terminator is
+/// read as part of the next record), and it counts lines by `\n` only, so in an export with
+/// CR line ends (classic Mac) every record was "line 1"; `line` in the report must be the
+/// physical line. As a side effect, a CRLF or CR inside a quoted cell reads as LF, so CRLF,
+/// CR and LF exports of the same data diff as equal.
 pub struct CrlfToLf<R> {
     inner: BufReader<R>,
-    pending_cr: bool,
+    /// The last byte read was a CR (already given out as LF): an LF right after it is the
+    /// same line end.
+    after_cr: bool,
 }
 
 impl<R: Read> CrlfToLf<R> {
     pub fn new(inner: R) -> Self {
         CrlfToLf {
             inner: BufReader::with_capacity(1 << 16, inner),
-            pending_cr: false,
+            after_cr: false,
         }
     }
 }
@@ -125,47 +128,30 @@ impl<R: Read> Read for CrlfToLf<R> {
         if out.is_empty() {
             return Ok(0);
         }
-        let buf = self.inner.fill_buf()?;
-        if buf.is_empty() {
-            // End of input: a final lone CR is data.
-            if std::mem::take(&mut self.pending_cr) {
-                out[0] = b'\r';
-                return Ok(1);
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(0);
             }
-            return Ok(0);
-        }
-        let mut written = 0;
-        let mut consumed = 0;
-        if self.pending_cr {
-            self.pending_cr = false;
-            if buf[0] != b'\n' {
-                out[0] = b'\r';
-                written = 1;
+            let mut written = 0;
+            let mut consumed = 0;
+            while consumed < buf.len() && written < out.len() {
+                let b = buf[consumed];
+                consumed += 1;
+                let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+                out[written] = match b {
+                    b'\n' if after_cr => continue, // the LF of a CRLF
+                    b'\r' => b'\n',
+                    b => b,
+                };
+                written += 1;
+            }
+            self.inner.consume(consumed);
+            // Only the LF of a CRLF was consumed: 0 would mean end of file, so read on.
+            if written > 0 {
+                return Ok(written);
             }
         }
-        while consumed < buf.len() && written < out.len() {
-            let b = buf[consumed];
-            consumed += 1;
-            if b == b'\r' {
-                match buf.get(consumed) {
-                    Some(b'\n') => continue, // drop the CR of a CRLF
-                    Some(_) => {}
-                    None => {
-                        // The buffer ends on CR: decide when the next byte is known.
-                        self.pending_cr = true;
-                        continue;
-                    }
-                }
-            }
-            out[written] = b;
-            written += 1;
-        }
-        self.inner.consume(consumed);
-        if written == 0 {
-            // Only a trailing CR was consumed; 0 would mean end of file, so read on.
-            return self.read(out);
-        }
-        Ok(written)
     }
 }
 
@@ -187,12 +173,34 @@ mod tests {
     }
 
     #[test]
-    fn crlf_becomes_lf_and_lone_cr_stays() {
+    fn crlf_and_lone_cr_become_lf() {
         for chunk in [1, 2, 3, 64] {
             assert_eq!(through(b"a,b\r\n1,2\r\n", chunk), b"a,b\n1,2\n");
-            assert_eq!(through(b"a\rb\r", chunk), b"a\rb\r");
-            assert_eq!(through(b"\r\r\n", chunk), b"\r\n");
+            assert_eq!(through(b"a\rb\r", chunk), b"a\nb\n");
+            assert_eq!(through(b"\r\r\n", chunk), b"\n\n");
+            assert_eq!(through(b"\n\r\n\r\r", chunk), b"\n\n\n\n");
+            assert_eq!(through(b"", chunk), b"");
         }
+    }
+
+    #[test]
+    fn lines_are_physical_with_cr_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        // Classic Mac line ends, a quoted cell over two lines, and a last line without one.
+        std::fs::write(&path, b"a,b\r1,2\r3,\"x\ry\"\r5,6").unwrap();
+        let mut export = Export::open(&path, b',').unwrap();
+        assert_eq!(export.header(), ["a", "b"]);
+        let mut record = ByteRecord::new();
+        let mut lines = Vec::new();
+        while export.next_record(&mut record).unwrap() {
+            lines.push((line_of(&record), record.get(1).unwrap().to_vec()));
+        }
+        let cell = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            lines,
+            [(2, cell(b"2")), (3, cell(b"x\ny")), (5, cell(b"6"))]
+        );
     }
 
     #[test]
