@@ -218,7 +218,10 @@ pub fn map_record(layout: &Layout, record: &ByteRecord, date_formats: &[String])
         // A quote that is never closed takes every line after it into one cell, up to the
         // next quote or the end of the file: one malformed row stands for all of them, and
         // the data team must see that those lines were not read as rows.
-        let lines = 1 + record.as_slice().iter().filter(|&&b| b == b'\n').count();
+        // A newline that ends the cell is the file's last line end, taken in by the quote.
+        let cells = record.as_slice();
+        let cells = cells.strip_suffix(b"\n").unwrap_or(cells);
+        let lines = 1 + cells.iter().filter(|&&b| b == b'\n').count();
         if lines > 1 {
             message.push_str(&format!(
                 " (this row spans {lines} lines: a quote that is not closed takes in the lines after it)"

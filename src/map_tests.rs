@@ -133,6 +133,10 @@ fn a_ragged_row_over_several_lines_says_so() {
         m.problems[0].message,
         "row has 2 fields but the header has 5 (this row spans 3 lines: a quote that is not closed takes in the lines after it)"
     );
+    // Open to the end of a file that ends with a newline: that last one ends line 3.
+    let to_end = ByteRecord::from(vec!["A-2", "x@y.com,1,S,T\nA-3,z@y.com,1,S,T\nA-4,w\n"]);
+    let m = map_record(&layout, &to_end, &formats());
+    assert!(m.problems[0].message.contains("spans 3 lines"), "{m:?}");
 }
 
 #[test]
