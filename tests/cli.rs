@@ -712,7 +712,7 @@ fn man_prints_roff_pages_of_the_command_and_its_subcommands() {
 
     operator_command("man-bad", &["man", "nope"])
         .expect_code(2)
-        .expect_stderr("run, completions");
+        .expect_stderr("pages: run, daemon, baseline, check-config, cache, completions");
 }
 
 #[test]
