@@ -182,8 +182,27 @@ fn sync(config: &std::path::Path, opts: RunOptions) -> ExitCode {
 }
 
 fn fatal(e: &anyhow::Error) -> ExitCode {
-    eprintln!("accountsync: error: {e:#}");
+    eprintln!("accountsync: error: {}", error_text(e));
     ExitCode::from(EXIT_FATAL)
+}
+
+/// The error and its causes, each once. The library's errors end their own message with
+/// their cause's (the daemon logs only that message), so anyhow's `{:#}` printed every such
+/// cause twice: `cannot read x.csv: No such file or directory (os error 2): No such file or
+/// directory (os error 2)`.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Writes generated text whole; a closed pipe (`| head`) is an error, not a panic.
@@ -192,5 +211,29 @@ fn print_bytes(bytes: &[u8]) -> ExitCode {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(&anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.csv: {source}")]
+    struct Named {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        // A library error that names its cause: the cause is not repeated.
+        let e = anyhow::Error::new(Named { source: io() });
+        assert_eq!(error_text(&e), "cannot read x.csv: no such file");
+        // A context over a cause that does not name it: both, once each.
+        let e = anyhow::Error::new(io()).context("cannot write to stdout");
+        assert_eq!(error_text(&e), "cannot write to stdout: no such file");
+        let e = anyhow::Error::new(Named { source: io() }).context("run");
+        assert_eq!(error_text(&e), "run: cannot read x.csv: no such file");
     }
 }

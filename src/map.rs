@@ -14,17 +14,41 @@ pub enum MapError {
         "the header has no column {} (mapped by {}); headers found: {}",
         .missing.iter().map(|(_, h)| format!("{h:?}")).collect::<Vec<_>>().join(", "),
         .missing.iter().map(|(k, _)| format!("[columns] {k}")).collect::<Vec<_>>().join(", "),
-        .found.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+        .found
     )]
     MissingColumns {
         /// (config key, header) pairs.
         missing: Vec<(String, String)>,
-        found: Vec<String>,
+        /// The file's headers as [`show_headers`] lists them.
+        found: String,
     },
     #[error(
         "the header has the mapped column {header:?} {count} times; rename the extra ones in the export"
     )]
     AmbiguousHeader { header: String, count: usize },
+}
+
+/// An error lists at most this many of a file's headers, each cut to [`HEADER_CHARS`]
+/// characters: a 5,000-column export, or a 100 MB line without a newline read as one
+/// header, must not become an error line of that size on stderr and in the journal.
+const HEADERS_SHOWN: usize = 50;
+const HEADER_CHARS: usize = 60;
+
+/// Headers quoted for an error message: `"Ref", "Email"`, a long one cut
+/// (`"xxx…" (104857600 bytes)`), and `and 4950 more` past [`HEADERS_SHOWN`].
+pub fn show_headers(headers: &[String]) -> String {
+    let mut list: Vec<String> = headers
+        .iter()
+        .take(HEADERS_SHOWN)
+        .map(|h| match h.char_indices().nth(HEADER_CHARS) {
+            None => format!("{h:?}"),
+            Some((cut, _)) => format!("{:?}… ({} bytes)", &h[..cut], h.len()),
+        })
+        .collect();
+    if headers.len() > HEADERS_SHOWN {
+        list.push(format!("and {} more", headers.len() - HEADERS_SHOWN));
+    }
+    list.join(", ")
 }
 
 /// How a column's cell becomes an API value.
@@ -135,7 +159,7 @@ impl Layout {
             }),
             _ => Err(MapError::MissingColumns {
                 missing,
-                found: header.to_vec(),
+                found: show_headers(header),
             }),
         }
     }
@@ -186,16 +210,26 @@ pub fn map_record(layout: &Layout, record: &ByteRecord, date_formats: &[String])
         _ => None,
     };
     if record.len() != layout.width {
+        let mut message = format!(
+            "row has {} fields but the header has {}",
+            record.len(),
+            layout.width
+        );
+        // A quote that is never closed takes every line after it into one cell, up to the
+        // next quote or the end of the file: one malformed row stands for all of them, and
+        // the data team must see that those lines were not read as rows.
+        // A newline that ends the cell is the file's last line end, taken in by the quote.
+        let cells = record.as_slice();
+        let cells = cells.strip_suffix(b"\n").unwrap_or(cells);
+        let lines = 1 + cells.iter().filter(|&&b| b == b'\n').count();
+        if lines > 1 {
+            message.push_str(&format!(
+                " (this row spans {lines} lines: a quote that is not closed takes in the lines after it)"
+            ));
+        }
         return Mapped {
             reference,
-            problems: vec![Problem::malformed(
-                "",
-                format!(
-                    "row has {} fields but the header has {}",
-                    record.len(),
-                    layout.width
-                ),
-            )],
+            problems: vec![Problem::malformed("", message)],
             malformed: true,
             ..Mapped::default()
         };

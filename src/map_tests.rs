@@ -99,6 +99,47 @@ fn missing_columns_are_all_named_with_the_headers_found() {
 }
 
 #[test]
+fn a_huge_or_very_wide_header_gives_a_short_message() {
+    // One 1 MB line without a newline (a binary file, another delimiter) reads as one header.
+    let err = Layout::resolve(&columns(), &[format!("ab{}", "x".repeat(1 << 20))]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.len() < 1000, "{} bytes: {}", msg.len(), &msg[..1000]);
+    assert!(
+        msg.contains(&format!("\"ab{}\"… (1048578 bytes)", "x".repeat(58))),
+        "{msg}"
+    );
+    // 5,000 columns: the first 50 and a count.
+    let wide: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
+    let msg = Layout::resolve(&columns(), &wide).unwrap_err().to_string();
+    assert!(msg.contains("\"c0\", \"c1\""), "{msg}");
+    assert!(msg.ends_with("\"c49\", and 4950 more"), "{msg}");
+    // Cut on a character boundary, never inside one.
+    let msg = show_headers(&["é".repeat(100)]);
+    assert_eq!(msg, format!("{:?}… (200 bytes)", "é".repeat(60)));
+}
+
+#[test]
+fn a_ragged_row_over_several_lines_says_so() {
+    let layout = Layout::resolve(
+        &columns(),
+        &header(&["Ref", "Email", "Opt In", "Street", "Tier"]),
+    )
+    .unwrap();
+    // `A-2,"x@y.com,…` never closes its quote: the next two rows are inside its cell.
+    let swallowed = ByteRecord::from(vec!["A-2", "x@y.com,1,S,T\nA-3,z@y.com,1,S,T\nA-4,w"]);
+    let m = map_record(&layout, &swallowed, &formats());
+    assert!(m.malformed);
+    assert_eq!(
+        m.problems[0].message,
+        "row has 2 fields but the header has 5 (this row spans 3 lines: a quote that is not closed takes in the lines after it)"
+    );
+    // Open to the end of a file that ends with a newline: that last one ends line 3.
+    let to_end = ByteRecord::from(vec!["A-2", "x@y.com,1,S,T\nA-3,z@y.com,1,S,T\nA-4,w\n"]);
+    let m = map_record(&layout, &to_end, &formats());
+    assert!(m.problems[0].message.contains("spans 3 lines"), "{m:?}");
+}
+
+#[test]
 fn a_mapped_header_twice_is_refused() {
     let err = Layout::resolve(
         &columns(),

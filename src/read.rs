@@ -86,13 +86,41 @@ impl Export {
     /// Reads the next record into `record` (reused to avoid an allocation per row).
     /// `Ok(false)` at the end of the file.
     pub fn next_record(&mut self, record: &mut ByteRecord) -> Result<bool, ReadError> {
-        self.reader
+        let more = self
+            .reader
             .read_byte_record(record)
             .map_err(|source| ReadError::Csv {
                 path: self.path.clone(),
                 line: self.reader.position().line(),
                 source,
-            })
+            })?;
+        if more {
+            self.place_after_blank_lines(record);
+        }
+        Ok(more)
+    }
+
+    /// csv gives a record the position where it started looking for it, which is the first
+    /// of the blank lines it skips before the record, not the record's own line. The record's
+    /// first line is the line after its last one, less the line breaks inside its cells and
+    /// the one that ends it. Every record ends with a line break ([`CrlfToLf`] ends the input
+    /// with one) but a record that the end of the input ended inside a quoted cell.
+    fn place_after_blank_lines(&self, record: &mut ByteRecord) {
+        let Some(start) = record.position() else {
+            return;
+        };
+        let next = self.reader.position().line();
+        if next <= start.line() + 1 {
+            return; // one line, nothing skipped: the common case costs no scan
+        }
+        let inside = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+        let end = u64::from(!self.reader.get_ref().at_end());
+        let line = next.saturating_sub(inside + end);
+        if line > start.line() {
+            let mut at = start.clone();
+            at.set_line(line);
+            record.set_position(Some(at));
+        }
     }
 }
 
@@ -101,22 +129,38 @@ pub fn line_of(record: &ByteRecord) -> u64 {
     record.position().map_or(0, |p| p.line())
 }
 
-/// Turns CRLF into LF before the csv parser sees it. csv 1.4 counts a CRLF-terminated
-/// record's start one line early (the `\n` of the previous terminator is read as part of
-/// the next record), and `line` in the report must be the physical line. As a side effect,
-/// a CRLF inside a quoted cell reads as LF, so CRLF and LF exports of the same data diff
-/// as equal.
+/// Turns CRLF, and a lone CR, into LF before the csv parser sees it, and ends input that does
+/// not end with a line break with one, so that every record ends with a line break. csv 1.4 counts a
+/// CRLF-terminated record's start one line early (the `\n` of the previous terminator is
+/// read as part of the next record), and it counts lines by `\n` only, so in an export with
+/// CR line ends (classic Mac) every record was "line 1"; `line` in the report must be the
+/// physical line. As a side effect, a CRLF or CR inside a quoted cell reads as LF, so CRLF,
+/// CR and LF exports of the same data diff as equal.
 pub struct CrlfToLf<R> {
     inner: BufReader<R>,
-    pending_cr: bool,
+    /// The last byte read was a CR (already given out as LF): an LF right after it is the
+    /// same line end.
+    after_cr: bool,
+    /// The last byte given out, if any: at the end of the input, anything but LF gets one.
+    last: Option<u8>,
+    /// The end of the input was reached (`read` returned 0).
+    at_end: bool,
 }
 
 impl<R: Read> CrlfToLf<R> {
     pub fn new(inner: R) -> Self {
         CrlfToLf {
             inner: BufReader::with_capacity(1 << 16, inner),
-            pending_cr: false,
+            after_cr: false,
+            last: None,
+            at_end: false,
         }
+    }
+
+    /// Whether the end of the input was reached: the csv parser then ends a record whose
+    /// quoted cell was still open.
+    pub fn at_end(&self) -> bool {
+        self.at_end
     }
 }
 
@@ -125,47 +169,37 @@ impl<R: Read> Read for CrlfToLf<R> {
         if out.is_empty() {
             return Ok(0);
         }
-        let buf = self.inner.fill_buf()?;
-        if buf.is_empty() {
-            // End of input: a final lone CR is data.
-            if std::mem::take(&mut self.pending_cr) {
-                out[0] = b'\r';
-                return Ok(1);
-            }
-            return Ok(0);
-        }
-        let mut written = 0;
-        let mut consumed = 0;
-        if self.pending_cr {
-            self.pending_cr = false;
-            if buf[0] != b'\n' {
-                out[0] = b'\r';
-                written = 1;
-            }
-        }
-        while consumed < buf.len() && written < out.len() {
-            let b = buf[consumed];
-            consumed += 1;
-            if b == b'\r' {
-                match buf.get(consumed) {
-                    Some(b'\n') => continue, // drop the CR of a CRLF
-                    Some(_) => {}
-                    None => {
-                        // The buffer ends on CR: decide when the next byte is known.
-                        self.pending_cr = true;
-                        continue;
-                    }
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                if self.last.is_some_and(|b| b != b'\n') {
+                    self.last = Some(b'\n');
+                    out[0] = b'\n';
+                    return Ok(1);
                 }
+                self.at_end = true;
+                return Ok(0);
             }
-            out[written] = b;
-            written += 1;
+            let mut written = 0;
+            let mut consumed = 0;
+            while consumed < buf.len() && written < out.len() {
+                let b = buf[consumed];
+                consumed += 1;
+                let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+                out[written] = match b {
+                    b'\n' if after_cr => continue, // the LF of a CRLF
+                    b'\r' => b'\n',
+                    b => b,
+                };
+                written += 1;
+            }
+            self.inner.consume(consumed);
+            // Only the LF of a CRLF was consumed: 0 would mean end of file, so read on.
+            if written > 0 {
+                self.last = Some(out[written - 1]);
+                return Ok(written);
+            }
         }
-        self.inner.consume(consumed);
-        if written == 0 {
-            // Only a trailing CR was consumed; 0 would mean end of file, so read on.
-            return self.read(out);
-        }
-        Ok(written)
     }
 }
 
@@ -187,12 +221,70 @@ mod tests {
     }
 
     #[test]
-    fn crlf_becomes_lf_and_lone_cr_stays() {
+    fn crlf_and_lone_cr_become_lf() {
         for chunk in [1, 2, 3, 64] {
             assert_eq!(through(b"a,b\r\n1,2\r\n", chunk), b"a,b\n1,2\n");
-            assert_eq!(through(b"a\rb\r", chunk), b"a\rb\r");
-            assert_eq!(through(b"\r\r\n", chunk), b"\r\n");
+            assert_eq!(through(b"a\rb\r", chunk), b"a\nb\n");
+            assert_eq!(through(b"\r\r\n", chunk), b"\n\n");
+            assert_eq!(through(b"\n\r\n\r\r", chunk), b"\n\n\n\n");
+            assert_eq!(through(b"", chunk), b"");
+            // The input always ends with a line break.
+            assert_eq!(through(b"a,b", chunk), b"a,b\n");
+            assert_eq!(through(b"a,b\r", chunk), b"a,b\n");
+            assert_eq!(through(b"\xef\xbb\xbf", chunk), b"\xef\xbb\xbf\n");
         }
+    }
+
+    fn lines(bytes: &[u8]) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let mut export = Export::open(&path, b',').unwrap();
+        let mut record = ByteRecord::new();
+        let mut lines = Vec::new();
+        while export.next_record(&mut record).unwrap() {
+            lines.push(line_of(&record));
+        }
+        lines
+    }
+
+    #[test]
+    fn lines_are_physical_after_blank_lines() {
+        // line 1 a,b | 2, 3 blank | 4 1,2 | 5 blank | 6-8 3,"x..y" | 9, 10 blank | 11 5,6
+        let text = b"a,b\n\n\n1,2\n\n3,\"x\n\ny\"\n\n\n5,6";
+        assert_eq!(lines(text), [4, 6, 11]);
+        assert_eq!(lines(&[text.as_slice(), b"\n\n"].concat()), [4, 6, 11]);
+        let crlf = String::from_utf8_lossy(text).replace('\n', "\r\n");
+        assert_eq!(lines(crlf.as_bytes()), [4, 6, 11]);
+        let cr = String::from_utf8_lossy(text).replace('\n', "\r");
+        assert_eq!(lines(cr.as_bytes()), [4, 6, 11]);
+        // Blank lines before the header, and a whitespace-only line, which is a record.
+        assert_eq!(lines(b"\n\na,b\n \n\n1,2\n"), [4, 6]);
+        // A quote left open to the end of the file, after blank lines, with and without a
+        // final line break: the record starts at line 4.
+        assert_eq!(lines(b"a,b\n1,2\n\n3,\"x\ny\n"), [2, 4]);
+        assert_eq!(lines(b"a,b\n1,2\n\n3,\"x\ny"), [2, 4]);
+        assert_eq!(lines(b"a,b\n1,\"x\ny\n"), [2]);
+    }
+
+    #[test]
+    fn lines_are_physical_with_cr_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        // Classic Mac line ends, a quoted cell over two lines, and a last line without one.
+        std::fs::write(&path, b"a,b\r1,2\r3,\"x\ry\"\r5,6").unwrap();
+        let mut export = Export::open(&path, b',').unwrap();
+        assert_eq!(export.header(), ["a", "b"]);
+        let mut record = ByteRecord::new();
+        let mut lines = Vec::new();
+        while export.next_record(&mut record).unwrap() {
+            lines.push((line_of(&record), record.get(1).unwrap().to_vec()));
+        }
+        let cell = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            lines,
+            [(2, cell(b"2")), (3, cell(b"x\ny")), (5, cell(b"6"))]
+        );
     }
 
     #[test]

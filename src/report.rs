@@ -1,7 +1,9 @@
 //! Report: one folder per run with `summary.json`, `errors.csv` and `changes.csv`
 //! (CONTRACT §6). Files hold personal data, so they are created 0600 in 0700 folders, and
-//! rows are written as they come so a huge run never holds its report in memory.
+//! rows are written as they come so a huge run never holds its report in memory. Every
+//! cell goes through [`neutralise`], so a spreadsheet never evaluates one as a formula.
 
+use std::borrow::Cow;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -181,12 +183,10 @@ impl Report {
             &p.field,
             &p.message,
         ];
-        self.errors
-            .write_record(row)
-            .map_err(|source| ReportError::Write {
-                path: self.dir.join("errors.csv"),
-                source,
-            })
+        write_row(&mut self.errors, &row).map_err(|source| ReportError::Write {
+            path: self.dir.join("errors.csv"),
+            source,
+        })
     }
 
     pub fn change(
@@ -199,12 +199,10 @@ impl Report {
         let old = c.old.as_ref().map(|v| v.to_string()).unwrap_or_default();
         let new = c.new.to_string();
         let row = [&*pos.file, &line, reference, &c.field, &old, &new];
-        self.changes
-            .write_record(row)
-            .map_err(|source| ReportError::Write {
-                path: self.dir.join("changes.csv"),
-                source,
-            })
+        write_row(&mut self.changes, &row).map_err(|source| ReportError::Write {
+            path: self.dir.join("changes.csv"),
+            source,
+        })
     }
 
     /// Flushes the CSV files and writes `summary.json` last, so its presence means the
@@ -232,6 +230,32 @@ impl Report {
     }
 }
 
+/// Writes one report row, each cell through [`neutralise`]: the one place report cells are
+/// written.
+fn write_row(w: &mut csv::Writer<File>, cells: &[&str]) -> csv::Result<()> {
+    for cell in cells {
+        w.write_field(&*neutralise(cell))?;
+    }
+    w.write_record(None::<&[u8]>)
+}
+
+/// Keeps a spreadsheet from evaluating a report cell (CSV injection, OWASP): the cells come
+/// from the export (references, names, emails) and from the API (messages), and a data team
+/// opens these files in Excel or LibreOffice, which run `=HYPERLINK("http://x","y")`,
+/// `+cmd|' /C calc'!A0` or `@SUM(1)` as formulas. A cell that begins with `=`, `+`, `-`,
+/// `@`, TAB or CR gets a single quote in front, which spreadsheets take as "this is text".
+///
+/// A cell that already begins with `'` gets one too, so the change is reversible without
+/// guessing: drop one leading `'` from every cell that has one and you have the value
+/// exactly as it was synced (`'=1+1` was `=1+1`, `''t Hooft` was `'t Hooft`). Nothing else
+/// is ever changed. The numeric cells (`line`, `http_status`) never begin with any of these.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\'') => Cow::Owned(format!("'{cell}")),
+        _ => Cow::Borrowed(cell),
+    }
+}
+
 fn private_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .write(true)
@@ -252,4 +276,131 @@ fn csv_file(path: &Path, header: &[&str]) -> Result<csv::Writer<File>, ReportErr
             source,
         })?;
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_get_a_leading_quote_and_nothing_else_changes() {
+        for (cell, written) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+cmd", "'+cmd"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(1)", "'@SUM(1)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "'\r=1+1"),
+            // Already quoted: quoted again, so that stripping one quote is always right.
+            ("'t Hooft", "''t Hooft"),
+            ("'=1+1", "''=1+1"),
+        ] {
+            assert_eq!(neutralise(cell), written, "{cell:?}");
+            assert!(matches!(neutralise(cell), Cow::Owned(_)));
+        }
+        for cell in [
+            "",
+            "R-1",
+            "jane@example.com",
+            "a=b",
+            "x+1",
+            " =1+1",       // a space first: spreadsheets read it as text already
+            "\u{ff1d}1+1", // fullwidth equals sign: not a formula
+            "0044",
+            "true",
+            "email address format invalid",
+        ] {
+            assert!(
+                matches!(neutralise(cell), Cow::Borrowed(c) if c == cell),
+                "{cell:?} was changed"
+            );
+        }
+    }
+
+    #[test]
+    fn stripping_one_leading_quote_gives_back_the_original() {
+        let original = |written: &str| written.strip_prefix('\'').unwrap_or(written).to_owned();
+        for cell in [
+            "",
+            "'",
+            "''",
+            "=",
+            "'=",
+            "-",
+            "--",
+            "@",
+            "\t",
+            "\r",
+            "'x",
+            "x'",
+            "=1+1",
+            "'+1",
+            "plain",
+            "-2+3",
+            "''t Hooft",
+        ] {
+            assert_eq!(original(&neutralise(cell)), cell, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn rows_are_written_neutralised_and_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = DateTime::parse_from_rfc3339("2026-12-03T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut report = Report::create(dir.path(), started).unwrap();
+        let pos = Position {
+            file: "export.csv".into(),
+            line: 7,
+        };
+        let problem = Problem {
+            category: crate::model::Category::Conflict,
+            http_status: Some(409),
+            field: "email".into(),
+            message: "-the email is already in use".into(),
+        };
+        report.problem(&pos, "=R-1", &problem).unwrap();
+        let change = Change {
+            field: "firstname".into(),
+            old: Some(crate::model::Value::Text("@old".into())),
+            new: crate::model::Value::Text("+new, \"quoted\"".into()),
+        };
+        report.change(&pos, "R-2", &change).unwrap();
+        report.errors.flush().unwrap();
+        report.changes.flush().unwrap();
+        let read = |name: &str| -> Vec<Vec<String>> {
+            csv::Reader::from_path(report.dir().join(name))
+                .unwrap()
+                .records()
+                .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+                .collect()
+        };
+        assert_eq!(
+            read("errors.csv"),
+            [[
+                "export.csv",
+                "7",
+                "'=R-1",
+                "conflict",
+                "409",
+                "email",
+                "'-the email is already in use"
+            ]]
+        );
+        assert_eq!(
+            read("changes.csv"),
+            [[
+                "export.csv",
+                "7",
+                "R-2",
+                "firstname",
+                "'@old",
+                "'+new, \"quoted\""
+            ]]
+        );
+    }
 }

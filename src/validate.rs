@@ -8,13 +8,34 @@ use crate::config::Limits;
 use crate::model::{CUSTOM_PREFIX, Fields, Problem, Value};
 
 /// Checks an account reference (CONTRACT §3); it travels in the URL path, so `.`/`..`
-/// and control characters could address another resource.
+/// and control characters could address another resource, and one too long for a URL
+/// cannot be sent at all.
 pub fn reference_problem(reference: &str) -> Option<Problem> {
     let bad = reference.is_empty()
         || reference == "."
         || reference == ".."
-        || reference.chars().any(char::is_control);
+        || reference.chars().any(char::is_control)
+        || (reference.len() > MAX_ENCODED_REFERENCE / 3
+            && encoded_len(reference) > MAX_ENCODED_REFERENCE);
     bad.then(|| Problem::invalid("accountreference", "accountreference is invalid"))
+}
+
+/// The longest reference sent, in bytes once percent-encoded as a path segment. The `http`
+/// crate refuses a URI over 65,534 bytes, so a longer reference failed on every attempt as a
+/// "network error" and, kept as a transient failure, was retried every night without end.
+/// Half of that leaves the rest of the URI to `[api].base_url`.
+pub const MAX_ENCODED_REFERENCE: usize = 32 * 1024;
+
+/// The reference's length percent-encoded as the client encodes it (`send::client`): RFC
+/// 3986's unreserved bytes stay as they are, every other byte takes three.
+fn encoded_len(reference: &str) -> usize {
+    reference
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => 1,
+            _ => 3,
+        })
+        .sum()
 }
 
 /// Every rule the record breaks, in a stable order (one report row each).

@@ -123,3 +123,35 @@ fn references_that_could_leave_their_path_segment_are_invalid() {
         assert!(reference_problem(good).is_none(), "{good:?}");
     }
 }
+
+#[test]
+fn a_reference_too_long_for_a_url_is_invalid() {
+    // 32 KiB once percent-encoded: unreserved bytes count one, the others three.
+    assert!(reference_problem(&"r".repeat(MAX_ENCODED_REFERENCE)).is_none());
+    assert!(reference_problem(&"r".repeat(MAX_ENCODED_REFERENCE + 1)).is_some());
+    let slashes = MAX_ENCODED_REFERENCE / 3;
+    assert!(reference_problem(&"/".repeat(slashes)).is_none());
+    assert!(reference_problem(&"/".repeat(slashes + 1)).is_some());
+    // "é" is two bytes, six encoded.
+    assert!(reference_problem(&"é".repeat(MAX_ENCODED_REFERENCE / 6)).is_none());
+    assert!(reference_problem(&"é".repeat(MAX_ENCODED_REFERENCE / 6 + 1)).is_some());
+}
+
+#[test]
+fn the_encoded_length_is_what_the_client_sends() {
+    for reference in [
+        "ACC-1",
+        "a/b?c#d%e f",
+        "José",
+        "~._-",
+        "=HYPERLINK(\"x\")",
+        "日本",
+    ] {
+        let url = crate::send::client::account_url("", reference);
+        assert_eq!(
+            encoded_len(reference),
+            url.len() - "/accounts/".len(),
+            "{reference:?}"
+        );
+    }
+}

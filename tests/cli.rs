@@ -220,6 +220,14 @@ fn dry_run_sends_nothing_keeps_the_cache_and_predicts_the_changes() {
     assert_same_rows("dry-run changes.csv vs the real run's", dry_rows, real_rows);
     // And the prediction holds against the API: what the real run sent is night 2.
     assert_bodies(&sb.requests()[sent..], "night2-bodies.json");
+    // changes.csv holds what was sent, once the quote that keeps a spreadsheet from
+    // evaluating a cell (`'-x`, `'=x`) is removed: it is only ever added, never anything else.
+    let unmatched = util::changes_not_sent(&real.changes(), &sb.requests()[sent..]);
+    assert!(
+        unmatched.is_empty(),
+        "changes.csv rows not among the bodies sent:\n  {}\n{real}",
+        unmatched.join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------------------------------

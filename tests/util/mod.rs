@@ -642,6 +642,58 @@ impl Run {
     }
 }
 
+/// A report cell as the value it stands for. `errors.csv` and `changes.csv` put a `'` in
+/// front of every cell that begins with `=`, `+`, `-`, `@`, TAB, CR or `'` (CSV injection);
+/// removing one leading `'` gives the value back exactly.
+pub fn original_cell(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
+}
+
+/// What a PATCH body carries for a report field (`email`, `addresses.home.street`,
+/// `customparameters.loyaltytier`), as the report writes it (booleans as `true`/`false`).
+pub fn body_value(body: &Value, field: &str) -> Option<String> {
+    let value = if let Some(rest) = field.strip_prefix("addresses.") {
+        let (kind, name) = rest.split_once('.')?;
+        body.get("addresses")?
+            .as_array()?
+            .iter()
+            .find(|a| a.get("addresstype").and_then(Value::as_str) == Some(kind))?
+            .get(name)?
+    } else if let Some(name) = field.strip_prefix("customparameters.") {
+        body.get("customparameters")?.get(name)?
+    } else {
+        body.get(field)?
+    };
+    Some(match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// Every `changes.csv` row of a real run is a value the API received: its `new` cell, with
+/// the neutralising quote removed, is what a PATCH body for its reference carried. Returns
+/// the rows that do not match, as readable lines.
+pub fn changes_not_sent(changes: &[BTreeMap<String, String>], requests: &[Logged]) -> Vec<String> {
+    let grouped = by_reference(requests);
+    let mut out = Vec::new();
+    for row in changes {
+        let reference = original_cell(&row["accountreference"]);
+        let field = original_cell(&row["field"]);
+        let new = original_cell(&row["new"]);
+        let sent: Vec<Option<String>> = grouped
+            .get(reference)
+            .map(|reqs| reqs.iter().map(|r| body_value(&r.body, field)).collect())
+            .unwrap_or_default();
+        if !sent.iter().any(|v| v.as_deref() == Some(new)) {
+            out.push(format!(
+                "line {} {reference:?} {field}: changes.csv says {:?} (read back as {new:?}), bodies sent held {sent:?}",
+                row["line"], row["new"]
+            ));
+        }
+    }
+    out
+}
+
 /// Reads a CSV file (with header) into rows of header -> cell.
 pub fn read_csv_maps(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
