@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        Decision::Retry { detail, status: s, .. } | Decision::GiveUp { detail, status: s } => {
+        Decision::Retry {
+            detail, status: s, ..
+        }
+        | Decision::GiveUp { detail, status: s } => {
             assert_eq!(s, Some(status));
             check_message(&detail);
         }

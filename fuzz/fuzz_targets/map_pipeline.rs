@@ -225,7 +225,10 @@ fn check_row(s: &Setup, record: &ByteRecord, previous: &mut Fields) {
     for p in validate(&m.fields, &s.config.limits, s.today) {
         assert_eq!(p.category, Category::Invalid, "{p:?}");
         assert!(!p.message.is_empty(), "{p:?}");
-        assert!(m.fields.contains_key(&p.field), "{p:?} names no field of {m:?}");
+        assert!(
+            m.fields.contains_key(&p.field),
+            "{p:?} names no field of {m:?}"
+        );
     }
 
     let types = s.layout.address_types();
