@@ -314,9 +314,12 @@ pub fn normalize_phone(s: &str) -> String {
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
         .collect();
+    // Stripping can bare other white space at an end (`+\u{a0}(`): trim it too, or the
+    // next normalizing of the result would, and a confirmed value would differ from itself.
+    let stripped = stripped.trim();
     match stripped.strip_prefix('+') {
         Some(rest) => format!("00{rest}"),
-        None => stripped,
+        None => stripped.to_owned(),
     }
 }
 

@@ -49,6 +49,16 @@ fn normalizes_each_kind_per_contract() {
     );
 }
 
+/// Found by the per-kind property test in tests/properties.rs: stripping punctuation bared
+/// white space other than a plain space at an end, which only the next normalizing trimmed.
+#[test]
+fn phone_punctuation_next_to_other_white_space_normalizes_in_one_pass() {
+    check(Kind::Phone, "+\u{2003}(", text("00"));
+    check(Kind::Phone, "(\u{a0}020 7946 0958)", text("02079460958"));
+    check(Kind::Phone, "020\t-", text("020"));
+    check(Kind::Phone, "(\u{a0})", Ok(None));
+}
+
 fn columns() -> Columns {
     let mut c = Columns {
         accountreference: "Ref".into(),

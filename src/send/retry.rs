@@ -126,7 +126,8 @@ fn split_text(text: &str) -> Vec<String> {
     }
     pieces.push(&text[start..]);
     for piece in pieces {
-        for line in piece.lines() {
+        // A lone CR ends a line too: each message is one report row and one log line.
+        for line in piece.split(['\n', '\r']) {
             // The seed page shows `\<br />`: a markdown escape that a copied body may keep.
             let m = line
                 .trim()

@@ -76,6 +76,17 @@ fn error_bodies_in_every_form_split_into_messages() {
     assert_eq!(parse_messages("{not json"), ["{not json"]);
 }
 
+/// Found by the `error_body` fuzz target: a lone CR stayed inside a message, which then
+/// spanned two lines on a terminal and in log files.
+#[test]
+fn a_lone_carriage_return_ends_a_message() {
+    assert_eq!(
+        parse_messages("email address format invalid\rinvalid status provided\r"),
+        ["email address format invalid", "invalid status provided"]
+    );
+    assert_eq!(parse_messages(r#"{"message": "• a\r• b"}"#), ["a", "b"]);
+}
+
 #[test]
 fn each_message_maps_to_its_field_and_category() {
     let body = "• email address format invalid <br />• loyaltytier provided exceeds maximum length <br />• referralcode not configured <br />• surname provided exceeds maximum length <br />• something else";
