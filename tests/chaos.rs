@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use util::{Conf, Sandbox, TOKEN, Workdir, small_export, wait_for};
+use util::{Conf, Sandbox, TOKEN, Workdir, numbered_export, small_export, wait_for};
 
 const ROWS: usize = 5_000;
 const KILLS: usize = 12;
@@ -307,14 +307,10 @@ fn each_fault_alone_at_a_high_rate_converges() {
             max_in_flight: 16,
             ..Conf::new(&sb)
         });
-        let rows: Vec<(String, String)> = (0..40)
+        let rows: Vec<(String, String)> = (1..=40)
             .map(|i| (format!("F{i:03}"), format!("f{i:03}@example.com")))
             .collect();
-        let refs: Vec<(&str, &str, &str, &str)> = rows
-            .iter()
-            .map(|(r, e)| (r.as_str(), e.as_str(), "Ann", "Lee"))
-            .collect();
-        let file = wd.write("n.csv", small_export(&refs));
+        let file = wd.write("n.csv", numbered_export("F", rows.len()));
         let path = file.display().to_string();
         let runs = wait_for(
             &format!("{name}: convergence"),
@@ -364,14 +360,7 @@ fn killed_mid_write_the_cache_always_opens_again() {
         "config.toml",
         text.replace("[cache]\n", &format!("[cache]\n{line}")),
     );
-    let rows: Vec<(String, String)> = (0..20_000)
-        .map(|i| (format!("K{i:05}"), format!("k{i:05}@example.com")))
-        .collect();
-    let refs: Vec<(&str, &str, &str, &str)> = rows
-        .iter()
-        .map(|(r, e)| (r.as_str(), e.as_str(), "Ann", "Lee"))
-        .collect();
-    let file = wd.write("n.csv", small_export(&refs));
+    let file = wd.write("n.csv", numbered_export("K", 20_000));
     let path = file.display().to_string();
     let (mut killed, mut damaged) = (0, 0);
     for round in 0..30 {
