@@ -1,0 +1,282 @@
+//! Raw config -> checked [`Config`]: every value validated once, with the key and the file
+//! in the message, relative paths resolved against the config's folder.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::*;
+use super::*;
+
+/// `host[:port]/...` of an http:// URL names this machine: the token does not leave it.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(super) struct Checker<'a> {
+    pub(super) path: &'a Path,
+    pub(super) base: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Joins a relative path to the config's directory and folds `..` lexically, so logs
+    /// and reports show `/srv/x/reports`, not `/srv/x/config/../reports`.
+    fn resolve(&self, p: PathBuf) -> PathBuf {
+        use std::path::Component;
+        let joined = if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        };
+        let mut out = PathBuf::new();
+        for c in joined.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir
+                    if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+                {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    pub(super) fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            api: self.api(raw.api)?,
+            rate: self.rate(raw.rate)?,
+            retry: self.retry(raw.retry)?,
+            input: self.input(raw.input)?,
+            columns: self.columns(raw.columns)?,
+            limits: self.limits(raw.validation)?,
+            cache_memory_mb: match raw.cache.memory_mb {
+                m @ 8..=65536 => m,
+                _ => return Err(self.invalid("cache.memory_mb", "must be between 8 and 65536")),
+            },
+            cache_path: self.resolve(raw.cache.path),
+            cache_backup: raw.cache.backup_file.map(|f| self.resolve(f)),
+            report_dir: self.resolve(raw.report.dir),
+            metrics_file: raw.report.metrics_file.map(|f| self.resolve(f)),
+            cron: raw.schedule.cron,
+            timezone: raw.schedule.timezone,
+            shutdown_deadline: match raw.shutdown.deadline_secs {
+                s @ 1..=3600 => Duration::from_secs(s),
+                _ => {
+                    return Err(
+                        self.invalid("shutdown.deadline_secs", "must be between 1 and 3600")
+                    );
+                }
+            },
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<Api, ConfigError> {
+        let base_url = raw.base_url.trim().trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(self.invalid(
+                "api.base_url",
+                format!("must start with https:// (or http:// for a local test server), got {base_url:?}"),
+            ));
+        }
+        if let Some(rest) = base_url.strip_prefix("http://")
+            && !is_loopback(rest)
+            && !raw.allow_insecure_http
+        {
+            return Err(self.invalid(
+                "api.base_url",
+                format!("{base_url:?} is plain http to another machine: the token would travel unencrypted; use https://, or set [api].allow_insecure_http = true if you must"),
+            ));
+        }
+        let token = match (raw.token_env, raw.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid("api", "token_env and token_file are both set; keep one"));
+            }
+            (_, Some(file)) => match file
+                .to_str()
+                .and_then(|f| f.strip_prefix(CREDENTIALS_PREFIX))
+            {
+                Some(name) if !name.is_empty() && !name.contains('/') => {
+                    TokenSource::Credential(name.to_owned())
+                }
+                _ => TokenSource::File(self.resolve(file)),
+            },
+            (Some(var), None) if var.trim().is_empty() => {
+                return Err(self.invalid("api.token_env", "is empty; name an environment variable"));
+            }
+            (Some(var), None) => TokenSource::Env(var),
+            (None, None) => TokenSource::Env("ACCOUNTSYNC_TOKEN".into()),
+        };
+        if raw.timeout_secs == 0 {
+            return Err(self.invalid("api.timeout_secs", "must be at least 1"));
+        }
+        Ok(Api {
+            base_url,
+            token,
+            timeout: Duration::from_secs(raw.timeout_secs),
+        })
+    }
+
+    fn rate(&self, raw: RawRate) -> Result<Rate, ConfigError> {
+        if !(0.001..=1_000_000.0).contains(&raw.requests_per_second) {
+            return Err(self.invalid(
+                "rate.requests_per_second",
+                "must be between 0.001 and 1000000",
+            ));
+        }
+        let burst = NonZeroU32::new(raw.burst)
+            .filter(|b| b.get() <= 100_000)
+            .ok_or_else(|| self.invalid("rate.burst", "must be between 1 and 100000"))?;
+        if !(1..=1024).contains(&raw.max_in_flight) {
+            return Err(self.invalid("rate.max_in_flight", "must be between 1 and 1024"));
+        }
+        Ok(Rate {
+            requests_per_second: raw.requests_per_second,
+            burst,
+            max_in_flight: raw.max_in_flight,
+        })
+    }
+
+    fn retry(&self, raw: RawRetry) -> Result<Retry, ConfigError> {
+        if raw.max_attempts == 0 {
+            return Err(self.invalid("retry.max_attempts", "must be at least 1 (1 = no retry)"));
+        }
+        if raw.max_backoff_ms < raw.initial_backoff_ms {
+            return Err(self.invalid(
+                "retry.max_backoff_ms",
+                "must not be below retry.initial_backoff_ms",
+            ));
+        }
+        Ok(Retry {
+            max_attempts: raw.max_attempts,
+            initial_backoff: Duration::from_millis(raw.initial_backoff_ms),
+            max_backoff: Duration::from_millis(raw.max_backoff_ms),
+        })
+    }
+
+    fn input(&self, raw: RawInput) -> Result<Input, ConfigError> {
+        let delimiter = match raw.delimiter.as_bytes() {
+            [b] if b.is_ascii() => *b,
+            _ => {
+                return Err(self.invalid(
+                    "input.delimiter",
+                    format!("must be one ASCII character, got {:?}", raw.delimiter),
+                ));
+            }
+        };
+        if raw.date_formats.is_empty() {
+            return Err(self.invalid("input.date_formats", "must list at least one format"));
+        }
+        for f in &raw.date_formats {
+            let broken = chrono::format::StrftimeItems::new(f)
+                .any(|item| matches!(item, chrono::format::Item::Error));
+            if broken {
+                return Err(self.invalid(
+                    "input.date_formats",
+                    format!("{f:?} is not a valid strftime format"),
+                ));
+            }
+        }
+        if raw.pattern.is_empty() {
+            return Err(self.invalid("input.pattern", "must not be empty"));
+        }
+        Ok(Input {
+            dir: self.resolve(raw.dir),
+            pattern: raw.pattern,
+            archive_dir: raw.archive_dir.map(|p| self.resolve(p)),
+            delimiter,
+            date_formats: raw.date_formats,
+        })
+    }
+
+    fn columns(&self, raw: RawColumns) -> Result<Columns, ConfigError> {
+        let accountreference = match raw.accountreference {
+            Some(h) if !h.trim().is_empty() => h.trim().to_owned(),
+            _ => {
+                return Err(self.invalid(
+                    "columns.accountreference",
+                    "must name the CSV header that holds the account reference",
+                ));
+            }
+        };
+        let mut fields = BTreeMap::new();
+        for (key, value) in raw.fields {
+            if !API_FIELDS.contains(&key.as_str()) {
+                return Err(self.invalid(
+                    &format!("columns.{key}"),
+                    format!(
+                        "unknown API field; expected one of: {}",
+                        API_FIELDS.join(" ")
+                    ),
+                ));
+            }
+            let toml::Value::String(header) = value else {
+                return Err(self.invalid(
+                    &format!("columns.{key}"),
+                    "must be a CSV header name (a string)",
+                ));
+            };
+            fields.insert(key, header.trim().to_owned());
+        }
+        for (kind, map) in &raw.addresses {
+            for key in map.keys() {
+                if !ADDRESS_FIELDS.contains(&key.as_str()) {
+                    return Err(self.invalid(
+                        &format!("columns.addresses.{kind}.{key}"),
+                        format!(
+                            "unknown address field; expected one of: {}",
+                            ADDRESS_FIELDS.join(" ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let trim_all = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.into_iter()
+                .map(|(k, v)| (k, v.trim().to_owned()))
+                .collect()
+        };
+        Ok(Columns {
+            accountreference,
+            fields,
+            addresses: raw
+                .addresses
+                .into_iter()
+                .map(|(k, m)| (k, trim_all(m)))
+                .collect(),
+            customparameters: trim_all(raw.customparameters),
+        })
+    }
+
+    fn limits(&self, raw: RawValidation) -> Result<Limits, ConfigError> {
+        let lower = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_lowercase()).collect();
+        if raw.statuses.is_empty() {
+            return Err(self.invalid("validation.statuses", "must list at least one status"));
+        }
+        Ok(Limits {
+            statuses: lower(raw.statuses),
+            genders: lower(raw.genders),
+            max_length: raw.max_length,
+        })
+    }
+}
