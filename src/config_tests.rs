@@ -207,7 +207,10 @@ fn plain_http_is_refused_unless_loopback_or_allowed() {
         "http://accounts.example.com/api",
         "http://10.0.0.5/api",
         "http://127.0.0.1.evil.example/api",
-        "http://localhost@evil.example/api",
+        // reqwest's parser reads `\` as `/`: the host is 10.0.0.5, not 127.0.0.1 (TOML
+        // turns the `\\` below into one backslash).
+        "http://10.0.0.5:8080\\\\@127.0.0.1/api",
+        "http://LOCALHOST.evil.example/api",
     ] {
         let text = MINIMAL.replace("https://accounts.example.com/rest/api/", url);
         refused(
@@ -216,5 +219,27 @@ fn plain_http_is_refused_unless_loopback_or_allowed() {
         );
         let allowed = text.replace("[columns]", "allow_insecure_http = true\n[columns]");
         assert!(parse(&allowed).is_ok(), "{url} allowed explicitly");
+    }
+}
+
+#[test]
+fn base_url_with_credentials_query_or_garbage_is_refused() {
+    for (url, words) in [
+        (
+            "https://user:pw@accounts.example.com/api",
+            &["user name or password"][..],
+        ),
+        (
+            "http://localhost@evil.example/api",
+            &["user name or password"][..],
+        ),
+        ("https://accounts.example.com/api?x=1", &["`?` or `#`"][..]),
+        ("https://accounts.example.com/api#top", &["`?` or `#`"][..]),
+        ("https://exa mple.com/api", &["not a URL"][..]),
+    ] {
+        let text = MINIMAL.replace("https://accounts.example.com/rest/api/", url);
+        let mut expected = vec!["[api.base_url]"];
+        expected.extend_from_slice(words);
+        refused(&text, &expected);
     }
 }

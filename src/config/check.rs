@@ -9,18 +9,16 @@ use std::time::Duration;
 use super::raw::*;
 use super::*;
 
-/// `host[:port]/...` of an http:// URL names this machine: the token does not leave it.
-fn is_loopback(rest: &str) -> bool {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit('@').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// The host reqwest will connect to names this machine: the token does not leave it.
+/// Judged on the URL as reqwest's own parser (WHATWG) reads it, not on the text: that
+/// parser takes `\\` for `/`, so `http://10.0.0.5\\@127.0.0.1/` goes to 10.0.0.5.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 pub(super) struct Checker<'a> {
@@ -99,10 +97,21 @@ impl Checker<'_> {
                 format!("must start with https:// (or http:// for a local test server), got {base_url:?}"),
             ));
         }
-        if let Some(rest) = base_url.strip_prefix("http://")
-            && !is_loopback(rest)
-            && !raw.allow_insecure_http
-        {
+        let url = reqwest::Url::parse(&base_url)
+            .map_err(|e| self.invalid("api.base_url", format!("{base_url:?} is not a URL: {e}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.invalid(
+                "api.base_url",
+                "holds a user name or password (`user@host`); give the host alone, the token goes in token_env or token_file",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.invalid(
+                "api.base_url",
+                format!("{base_url:?} has a `?` or `#` part; requests go to {{base_url}}/accounts/{{ref}}, so give the path only"),
+            ));
+        }
+        if url.scheme() == "http" && !is_loopback(&url) && !raw.allow_insecure_http {
             return Err(self.invalid(
                 "api.base_url",
                 format!("{base_url:?} is plain http to another machine: the token would travel unencrypted; use https://, or set [api].allow_insecure_http = true if you must"),
