@@ -576,7 +576,8 @@ fn a_changed_limit_is_applied_to_rows_the_index_knows() {
 }
 
 /// SIGTERM mid-run: the process stops reading, lets requests in flight answer, records
-/// them, writes a report marked interrupted and exits 0 within `[shutdown].deadline_secs`.
+/// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`)
+/// within `[shutdown].deadline_secs`.
 /// The next run sends exactly the accounts the API had not confirmed: none lost, none that
 /// was confirmed sent again.
 #[test]
@@ -605,7 +606,13 @@ fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confir
     assert_eq!(rc, 0, "kill failed");
     let run = wd.wait(format!("{cmd:?}"), child, before);
     let took = signalled.elapsed();
-    run.expect_code(0);
+    // Rows read but not sent are `failed` (kept for the next run), so CONTRACT §1's table
+    // gives 1: a script must not read an interrupted run as "all in sync".
+    assert!(
+        run.count("failed") > 0,
+        "rows should be queued at the signal\n{run}"
+    );
+    run.expect_code(1);
     assert!(
         took.as_secs_f64() < 5.0,
         "exit took {took:?} after SIGTERM\n{run}"

@@ -285,11 +285,12 @@ pub async fn run(
     let interrupted = sender.interrupted();
     let exit_code = match &stop {
         Some(s) if s.fatal => 2,
-        // Asked to stop and did so cleanly: the unsent rest is kept for the next run.
-        Some(_) if interrupted => 0,
-        Some(_) => 1,
-        None if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 => 1,
-        None => 0,
+        // Asked to stop (SIGTERM/SIGINT) and did so cleanly: the counts decide, as for a
+        // complete run. The rows left unsent are `failed` (kept for the next run), so a
+        // script reading 0 as "all in sync" is not misled; the daemon itself still exits 0.
+        Some(_) if !interrupted => 1,
+        _ if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 => 1,
+        _ => 0,
     };
     let elapsed = clock.elapsed().as_secs_f64();
     let requests = sender.stats.requests.load(Ordering::Relaxed);
