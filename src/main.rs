@@ -37,24 +37,17 @@ const VERSION: &str = concat!(
     about = "Sync a CRM export to the Accounts API, sending only what changed."
 )]
 struct Cli {
-    /// Config file.
-    #[arg(
-        long,
-        global = true,
-        env = "ACCOUNTSYNC_CONFIG",
-        default_value = "/etc/accountsync/accountsync.toml"
-    )]
-    config: PathBuf,
+    /// Config file [env: ACCOUNTSYNC_CONFIG] [default: /etc/accountsync/accountsync.toml].
+    ///
+    /// An empty ACCOUNTSYNC_CONFIG counts as unset (an `EnvironmentFile=` line
+    /// `ACCOUNTSYNC_CONFIG=` must not stop the service).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log lines: `auto` is coloured on a terminal and plain (with journal priorities under
-    /// systemd) otherwise; `json` is one object a line for log shippers.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        env = "ACCOUNTSYNC_LOG_FORMAT",
-        default_value = "auto"
-    )]
-    log_format: LogFormat,
+    /// systemd) otherwise; `json` is one object a line for log shippers [env:
+    /// ACCOUNTSYNC_LOG_FORMAT] [default: auto].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,16 +109,50 @@ enum Command {
     },
 }
 
+/// `--config`, else a non-empty `$ACCOUNTSYNC_CONFIG`, else the packaged path (CONTRACT §1).
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| non_empty_env("ACCOUNTSYNC_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/accountsync/accountsync.toml"))
+}
+
+/// clap's own `env` takes a variable set to "" as an empty value and refuses it; a unit's
+/// `Environment=` or `EnvironmentFile=` line left blank means "not set".
+fn non_empty_env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+fn log_format(flag: Option<LogFormat>) -> Result<LogFormat, String> {
+    use clap::ValueEnum;
+    match (flag, non_empty_env("ACCOUNTSYNC_LOG_FORMAT")) {
+        (Some(f), _) => Ok(f),
+        (None, None) => Ok(LogFormat::Auto),
+        (None, Some(v)) => {
+            let v = v.to_string_lossy();
+            LogFormat::from_str(v.trim(), true).map_err(|_| {
+                format!("ACCOUNTSYNC_LOG_FORMAT={v:?} is not a log format; use auto, text or json")
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::logging::init(cli.log_format);
+    let format = match log_format(cli.log_format) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    cmd::logging::init(format);
+    let config = config_path(cli.config);
     match cli.command {
         Command::Run {
             dry_run,
             retry_rejected,
             files,
         } => sync(
-            &cli.config,
+            &config,
             RunOptions {
                 files,
                 dry_run,
@@ -134,12 +161,12 @@ fn main() -> ExitCode {
                 ..RunOptions::default()
             },
         ),
-        Command::Daemon { run_now } => match cmd::daemon::daemon(&cli.config, run_now) {
+        Command::Daemon { run_now } => match cmd::daemon::daemon(&config, run_now) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fatal(&e),
         },
         Command::Baseline { files } => sync(
-            &cli.config,
+            &config,
             RunOptions {
                 files,
                 baseline: true,
@@ -148,13 +175,13 @@ fn main() -> ExitCode {
             },
         ),
         Command::CheckConfig { export } => {
-            if cmd::check::check(&cli.config, export.as_deref()) {
+            if cmd::check::check(&config, export.as_deref()) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FATAL)
             }
         }
-        Command::Cache { command } => match cmd::cache::cache(&cli.config, command) {
+        Command::Cache { command } => match cmd::cache::cache(&config, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fatal(&e),
         },

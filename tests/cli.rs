@@ -747,3 +747,41 @@ fn version_names_the_commit() {
         "commit {commit:?}\n{run}"
     );
 }
+
+/// CONTRACT §1: `--config`, else `$ACCOUNTSYNC_CONFIG`, else the packaged path; a variable
+/// set to "" (a blank `EnvironmentFile=` line) counts as unset rather than as an error.
+#[test]
+fn config_comes_from_the_flag_then_a_non_empty_variable_then_etc() {
+    let wd = Workdir::new("config-env");
+    let without_flag = |value: &str| {
+        let mut cmd = std::process::Command::new(util::PRODUCT);
+        cmd.current_dir(wd.path(""))
+            .arg("check-config")
+            .env("ACCOUNTSYNC_CONFIG", value)
+            .env_remove("ACCOUNTSYNC_LOG_FORMAT")
+            .stdin(Stdio::null());
+        wd.exec(cmd)
+    };
+    // check-config explains on stdout.
+    let named = without_flag("elsewhere/named.toml");
+    named.expect_code(2);
+    assert!(named.stdout().contains("elsewhere/named.toml"), "{named}");
+
+    let default = Path::new("/etc/accountsync/accountsync.toml");
+    let blank = without_flag("");
+    assert!(!blank.stderr().contains("value is required"), "{blank}");
+    if default.exists() {
+        println!("skipped the fallback check: {default:?} exists on this machine");
+    } else {
+        blank.expect_code(2);
+        let out = blank.stdout();
+        assert!(out.contains("/etc/accountsync/accountsync.toml"), "{blank}");
+    }
+
+    let mut flag = wd.command(&["check-config"]);
+    flag.env("ACCOUNTSYNC_CONFIG", "elsewhere/named.toml")
+        .env("ACCOUNTSYNC_LOG_FORMAT", "yaml");
+    wd.exec(flag)
+        .expect_code(2)
+        .expect_stderr("ACCOUNTSYNC_LOG_FORMAT=\"yaml\" is not a log format");
+}
