@@ -41,6 +41,16 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
         run.stdout().contains("5 fields"),
         "a 5-field cron is explained\n{run}"
     );
+    // `run` never fires the schedule, but a config the daemon would refuse is a bad config
+    // for every command (exit 2), so a wrong cron does not wait for the first daemon start.
+    let file = wd.write("one.csv", numbered_export("K", 1));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2).expect_stderr("[schedule.cron]");
+    assert_eq!(
+        sb.request_count(),
+        0,
+        "nothing sent with a bad config\n{run}"
+    );
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl Checker<'_> {
             cache_backup: raw.cache.backup_file.map(|f| self.resolve(f)),
             report_dir: self.resolve(raw.report.dir),
             metrics_file: raw.report.metrics_file.map(|f| self.resolve(f)),
-            cron: raw.schedule.cron,
+            cron: self.schedule(&raw.schedule.cron, &raw.schedule.timezone)?,
             timezone: raw.schedule.timezone,
             shutdown_deadline: match raw.shutdown.deadline_secs {
                 s @ 1..=3600 => Duration::from_secs(s),
@@ -87,6 +87,19 @@ impl Checker<'_> {
                 }
             },
         })
+    }
+
+    /// Checked for `run` too, though only the daemon fires it: a config the daemon would
+    /// refuse is a bad config whichever command reads it (CONTRACT §1, exit 2).
+    fn schedule(&self, cron: &str, timezone: &str) -> Result<String, ConfigError> {
+        use crate::schedule::{Schedule, ScheduleError};
+        match Schedule::parse(cron, timezone) {
+            Ok(_) => Ok(cron.to_owned()),
+            Err(e @ ScheduleError::UnknownTimezone { .. }) => {
+                Err(self.invalid("schedule.timezone", e.to_string()))
+            }
+            Err(e) => Err(self.invalid("schedule.cron", e.to_string())),
+        }
     }
 
     fn api(&self, raw: RawApi) -> Result<Api, ConfigError> {
