@@ -520,7 +520,8 @@ def valid_email(e):
 
 def norm_phone(raw, label, errors, field):
     s = raw
-    for c in " -.()":
+    # Spaces of any width (Unicode Zs, e.g. a no-break space) count as spaces.
+    for c in " -.()\u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))):
         s = s.replace(c, "")
     if s.startswith("+"):
         s = "00" + s[1:]
@@ -534,7 +535,9 @@ def norm_phone(raw, label, errors, field):
 def parse_date(s):
     for fmt in DATE_FORMATS:
         try:
-            return datetime.datetime.strptime(s, fmt).date()
+            d = datetime.datetime.strptime(s, fmt).date()
+            if d.year >= 1000:  # a four-digit year, as accountsync requires
+                return d
         except ValueError:
             pass
     return None

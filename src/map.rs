@@ -2,7 +2,7 @@
 //! **No IO here**: the reader hands over raw bytes so that a bad byte in one cell becomes a
 //! `malformed` row with its line instead of killing the run.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use csv::ByteRecord;
 
 use crate::config::Columns;
@@ -202,6 +202,11 @@ pub struct Mapped {
     pub malformed: bool,
 }
 
+/// Bumped whenever a normalize rule changes (2: four-digit years, spaces of any width in
+/// phones). It salts the row digests, so a row last seen under other rules is mapped again
+/// instead of being answered "unchanged" from the row index.
+pub const RULES_REVISION: u32 = 2;
+
 /// Maps and normalizes one record.
 pub fn map_record(layout: &Layout, record: &ByteRecord, date_formats: &[String]) -> Mapped {
     let cell = |i: usize| record.get(i).map(std::str::from_utf8);
@@ -297,9 +302,16 @@ pub fn normalize(
                 Problem::invalid(field, format!("{field} is not a valid boolean"))
             })?),
             Kind::Date => {
+                // chrono's `%Y` takes any number of digits and a sign: `02/01/80` would be
+                // the year 80 and `-0001-01-01` cannot be sent as `YYYY-MM-DD`. A birth date
+                // has a four-digit year; a later format (`%y`) may still read `80` as 1980.
                 let date = date_formats
                     .iter()
-                    .find_map(|f| NaiveDate::parse_from_str(s, f).ok())
+                    .find_map(|f| {
+                        NaiveDate::parse_from_str(s, f)
+                            .ok()
+                            .filter(|d| (1000..=9999).contains(&d.year()))
+                    })
                     .ok_or_else(|| Problem::invalid(field, "dateofbirth is not a valid date"))?;
                 Value::Text(date.format("%Y-%m-%d").to_string())
             }
@@ -307,12 +319,22 @@ pub fn normalize(
     Ok(Some(value))
 }
 
+/// A space of any width (Unicode Zs): spreadsheets and CRMs write `020\u{a0}7946 0958`
+/// with a no-break space that looks like any other, and CONTRACT §3 removes spaces.
+fn is_space(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
+    )
+}
+
 /// Strips the usual punctuation of phone numbers; anything else (an extension such as
 /// `x204`) is left in place for validation to reject, so nothing is dropped silently.
 pub fn normalize_phone(s: &str) -> String {
     let stripped: String = s
         .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')') && !is_space(*c))
         .collect();
     // Stripping can bare other white space at an end (`+\u{a0}(`): trim it too, or the
     // next normalizing of the result would, and a confirmed value would differ from itself.

@@ -49,6 +49,36 @@ fn normalizes_each_kind_per_contract() {
     );
 }
 
+/// `%Y` in chrono reads any number of digits and a sign; a birth date needs four digits.
+#[test]
+fn a_date_needs_a_four_digit_year() {
+    for raw in ["02/01/80", "-0001-01-01", "+12345-01-01", "0999-12-31"] {
+        check(Kind::Date, raw, Err("dateofbirth is not a valid date"));
+    }
+    check(Kind::Date, "1000-01-01", text("1000-01-01"));
+    // A later format may still read a two-digit year.
+    let with_short = ["%d/%m/%Y", "%d/%m/%y"].map(String::from);
+    let got = normalize(Kind::Date, "dateofbirth", "02/01/80", &with_short);
+    assert_eq!(got.ok(), Some(Some(Value::Text("1980-01-02".into()))));
+}
+
+/// CONTRACT §3 removes spaces; a no-break or thin space looks the same in a CRM.
+#[test]
+fn phone_spaces_of_any_width_are_removed() {
+    check(
+        Kind::Phone,
+        "020\u{a0}7946\u{202f}0958",
+        text("02079460958"),
+    );
+    check(
+        Kind::Phone,
+        "+44\u{2009}20 7946 0958",
+        text("00442079460958"),
+    );
+    // A tab is not a space inside a number: reported, not dropped.
+    check(Kind::Phone, "020\t7946", text("020\t7946"));
+}
+
 /// Found by the per-kind property test in tests/properties.rs: stripping punctuation bared
 /// white space other than a plain space at an end, which only the next normalizing trimmed.
 #[test]

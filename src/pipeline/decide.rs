@@ -79,8 +79,9 @@ pub struct RowSeed(u64);
 impl RowSeed {
     pub fn new(config: &Config, header: &[String]) -> RowSeed {
         let salt = format!(
-            "{} {:?} {:?} {:?} {:?} {}",
+            "{} {} {:?} {:?} {:?} {:?} {}",
             env!("CARGO_PKG_VERSION"),
+            crate::map::RULES_REVISION,
             header,
             config.columns,
             config.input.date_formats,
