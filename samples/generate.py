@@ -549,7 +549,8 @@ def ref_valid(ref):
 
 def evaluate(header, fields):
     """One record -> dict(kind, ref, errors=[(field, message)], values). kind is malformed,
-    invalid or ok (duplicates are decided afterwards, from the refs of non-malformed rows)."""
+    invalid or ok (duplicates are decided afterwards, from the refs of every row, malformed
+    ones included: a ragged row still names its account)."""
     col = {h: i for i, h in enumerate(header)}
     ref_raw = fields[col[REF_COLUMN]] if col[REF_COLUMN] < len(fields) else None
     ref = ref_raw.strip() if ref_raw is not None and not has_bad_utf8(ref_raw) else ""
@@ -691,7 +692,7 @@ def run_night(path, sandbox, cache, remembered):
     evaluated = [(line, fields, evaluate(header, fields)) for line, fields in records]
     lines_of = {}
     for line, _f, ev in evaluated:
-        if ev["kind"] != "malformed" and ref_valid(ev["ref"]):
+        if ref_valid(ev["ref"]):
             lines_of.setdefault(ev["ref"], []).append(line)
     errors, bodies = [], {}
     summary = {"rows_read": len(records), "unchanged": 0, "updated": 0, "rejected": 0, "failed": 0}
@@ -701,16 +702,19 @@ def run_night(path, sandbox, cache, remembered):
 
     for line, fields, ev in evaluated:
         ref = ev["ref"]
-        if ev["kind"] == "malformed":
-            for field, msg in ev["errors"]:
-                err(line, ref, "malformed", None, field, msg)
-            summary["rejected"] += 1
-            continue
-        if ref_valid(ref) and len(lines_of[ref]) > 1:
+        duplicated = ref_valid(ref) and len(lines_of[ref]) > 1
+        if duplicated:
             where = ", ".join(str(l) for l in lines_of[ref])
             err(line, ref, "duplicate", None, "accountreference",
                 f"accountreference is on more than one row of this file (lines {where}); "
                 "none of them was sent")
+        if ev["kind"] == "malformed":
+            # A malformed duplicate says both; a well-formed one only that it is a duplicate.
+            for field, msg in ev["errors"]:
+                err(line, ref, "malformed", None, field, msg)
+            summary["rejected"] += 1
+            continue
+        if duplicated:
             summary["rejected"] += 1
             continue
         if ev["kind"] == "invalid":

@@ -181,11 +181,10 @@ impl Layout {
     }
 
     /// The trimmed reference cell, when the row has one that is valid UTF-8. Used by the
-    /// duplicate scan, which must not pay for a full mapping.
+    /// duplicate scan, which must not pay for a full mapping. A row with the wrong number
+    /// of fields still names its account here: its other row must not be sent as if alone
+    /// (CONTRACT §4), even if the reference cell of a ragged row may be shifted.
     pub fn reference<'r>(&self, record: &'r ByteRecord) -> Option<&'r str> {
-        if record.len() != self.width {
-            return None;
-        }
         std::str::from_utf8(record.get(self.reference)?)
             .ok()
             .map(str::trim)

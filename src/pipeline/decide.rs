@@ -240,7 +240,13 @@ impl Decider<'_> {
                     list.join(", ")
                 ),
             };
-            return Ok(done(reference.to_owned(), vec![problem]));
+            // A duplicate that is also malformed says both, so the data team fixes both.
+            let mut problems = vec![problem];
+            let mapped = map_record(layout, record, self.date_formats);
+            if mapped.malformed {
+                problems.extend(mapped.problems);
+            }
+            return Ok(done(reference.to_owned(), problems));
         }
         let mut mapped = map_record(layout, record, self.date_formats);
         let reference = mapped.reference.take().unwrap_or_default();

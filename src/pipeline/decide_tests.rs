@@ -29,6 +29,10 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn decide(&self, row: [&str; 2], retry_rejected: bool, dups: &Duplicates) -> Step {
+        self.decide_cells(&row, retry_rejected, dups)
+    }
+
+    fn decide_cells(&self, row: &[&str], retry_rejected: bool, dups: &Duplicates) -> Step {
         let decider = Decider {
             cache: &self.cache,
             limits: &self.limits,
@@ -183,6 +187,35 @@ fn duplicates_are_found_in_a_first_pass_and_reported_alone() {
         problems[0].message,
         "accountreference is on more than one row of this file (lines 3, 5); none of them was sent"
     );
+}
+
+/// CONTRACT §4: every row carrying the reference is a duplicate and none is sent, also when
+/// one of them has the wrong number of fields (that one says both).
+#[test]
+fn a_ragged_row_still_makes_its_account_a_duplicate() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.csv");
+    std::fs::write(&path, "Ref,Email\nM,m@b.co\nM,x@b.co,extra\n").unwrap();
+    let dups = scan(&path, &f.layout, &RowIndex::default());
+    assert_eq!(dups.lines("M"), Some(&[2, 3][..]));
+
+    let (v, _, sent) = verdict(f.decide(["M", "m@b.co"], false, &dups));
+    assert!(!sent, "the well-formed row is not sent as if alone");
+    let Verdict::Rejected { problems, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].category, Category::Duplicate);
+
+    let (v, _, sent) = verdict(f.decide_cells(&["M", "x@b.co", "extra"], false, &dups));
+    assert!(!sent);
+    let Verdict::Rejected { problems, .. } = v else {
+        panic!("{v:?}")
+    };
+    let categories: Vec<Category> = problems.iter().map(|p| p.category).collect();
+    assert_eq!(categories, [Category::Duplicate, Category::Malformed]);
+    assert_eq!(problems[1].message, "row has 3 fields but the header has 2");
 }
 
 #[test]
