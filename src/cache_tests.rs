@@ -247,7 +247,7 @@ fn a_damaged_cache_is_moved_aside_and_restored_from_its_backup() {
         .unwrap_or_else(|e| panic!("not recovered: {e}"));
     let what = what.expect("the damage is reported");
     assert!(
-        what.contains("damaged") && what.contains("restored 1 accounts"),
+        what.contains("damaged") && what.contains("restored 1 references"),
         "{what}"
     );
     assert_eq!(cache.confirmed("A").unwrap().len(), 1);

@@ -129,10 +129,20 @@ fn cache_commands_show_forget_and_restore_a_backup() {
     std::fs::remove_dir_all(wd.cache_dir()).expect("remove cache");
     let import = wd.exec(wd.command(&["cache", "import", &backup_file.display().to_string()]));
     import.expect_code(0);
-    assert!(import.stdout().contains("imported 2 accounts"), "{import}");
+    assert!(
+        import.stdout().contains("imported 2 references"),
+        "{import}"
+    );
     let again = wd.exec(wd.command(&["cache", "import", &backup_file.display().to_string()]));
     again.expect_code(2);
     assert!(again.stderr().contains("--merge"), "{again}");
+    // The error names the cache as the cache and the backup as the file to import.
+    let named = format!(
+        "the cache {} already holds 2 accounts; import {}",
+        wd.cache_dir().display(),
+        backup_file.display()
+    );
+    assert!(again.stderr().contains(&named), "{again}");
     let before = sb.request_count();
     wd.run(&[&path]).expect_counts(2, 2, 0, 0, 0);
     assert_eq!(sb.request_count(), before);

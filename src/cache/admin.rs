@@ -48,9 +48,13 @@ pub enum AdminError {
         message: String,
     },
     #[error(
-        "the cache {path} already holds {accounts} accounts; import into an empty cache (move the old one aside), or pass --merge to overwrite the accounts in the file"
+        "the cache {cache} already holds {accounts} accounts; import {file} into an empty cache (move the old one aside), or pass --merge to overwrite the accounts in the file"
     )]
-    NotEmpty { path: PathBuf, accounts: usize },
+    NotEmpty {
+        cache: PathBuf,
+        file: PathBuf,
+        accounts: usize,
+    },
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -98,7 +102,7 @@ impl Cache {
                 let n = cache
                     .import(b, std::io::BufReader::new(file), false)
                     .map_err(|e| CacheError::Recover(e.to_string()))?;
-                format!("restored {n} accounts from the backup {}", b.display())
+                format!("restored {n} references from the backup {}", b.display())
             }
             None => {
                 "no backup ([cache].backup_file) to restore: every account is sent again".into()
@@ -164,7 +168,8 @@ impl Cache {
         Ok(found)
     }
 
-    /// Writes every account as a JSON line, in reference order. Returns how many.
+    /// Writes every reference the cache knows (confirmed values, a remembered rejection or a
+    /// pending retry) as a JSON line, in reference order. Returns how many lines.
     pub fn export(&self, out: &mut impl Write) -> Result<u64, AdminError> {
         let t = self.trees()?;
         let mut refs: Vec<sled::IVec> = Vec::new();
@@ -205,13 +210,15 @@ impl Cache {
     }
 
     /// Restores `cache export` output. Every line is checked before anything is written,
-    /// so a bad backup changes nothing. Returns how many accounts were written.
+    /// so a bad backup changes nothing. Returns how many references (lines) were written:
+    /// more than `stats().accounts` when some are known only by a rejection or a retry.
     pub fn import(&self, file: &Path, input: impl BufRead, merge: bool) -> Result<u64, AdminError> {
         let t = self.trees()?;
         let empty = t.confirmed.is_empty() && t.outbox.is_empty() && t.rejected.is_empty();
         if !empty && !merge {
             return Err(AdminError::NotEmpty {
-                path: file.to_path_buf(),
+                cache: self.inner.home.clone().unwrap_or_default(),
+                file: file.to_path_buf(),
                 accounts: t.confirmed.len(),
             });
         }

@@ -36,6 +36,8 @@ pub fn cache(config_path: &Path, command: CacheCommand) -> anyhow::Result<()> {
         CacheCommand::Stats => {
             let s = Cache::open_for_reading(path, mb)?.stats()?;
             writeln!(out, "cache: {}", path.display())?;
+            // Accounts the API confirmed; `cache export` has a line for every reference,
+            // including those known only by a rejection or a pending retry.
             writeln!(out, "accounts: {}", s.accounts)?;
             writeln!(out, "pending retries: {}", s.pending_retries)?;
             writeln!(out, "rejected: {}", s.rejected)?;
@@ -68,7 +70,7 @@ pub fn cache(config_path: &Path, command: CacheCommand) -> anyhow::Result<()> {
             let cache = Cache::open_for_reading(path, mb)?;
             let mut buffered = std::io::BufWriter::new(out);
             let n = cache.export(&mut buffered)?;
-            tracing::info!(accounts = n, "Cache exported.");
+            tracing::info!(references = n, "Cache exported.");
         }
         CacheCommand::Import { file, merge } => {
             let input = std::fs::File::open(&file)
@@ -76,7 +78,7 @@ pub fn cache(config_path: &Path, command: CacheCommand) -> anyhow::Result<()> {
             let cache = Cache::open(path, mb)?;
             let n = cache.import(&file, BufReader::new(input), merge)?;
             cache.close()?;
-            writeln!(out, "imported {n} accounts from {}", file.display())?;
+            writeln!(out, "imported {n} references from {}", file.display())?;
         }
     }
     Ok(())
