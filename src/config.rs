@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::model::{ADDRESS_FIELDS, API_FIELDS};
 
@@ -52,6 +52,10 @@ pub enum ConfigError {
         "no API token: [api].token_file in {path} starts with ${{CREDENTIALS_DIRECTORY}}, which is not set; systemd sets it for a unit with LoadCredential=, elsewhere give the token file's path"
     )]
     NoCredentialsDirectory { path: PathBuf },
+    #[error(
+        "the API token (config [api] in {path}) holds a control character or a non-ASCII character, which cannot go in an HTTP header; copy the token again without them"
+    )]
+    TokenNotHeaderSafe { path: PathBuf },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -179,7 +183,24 @@ impl Config {
 
     /// Reads the bearer token. Separate from parsing so `check-config`-style callers and
     /// tests can parse without a secret, and so the secret is read once, late.
+    /// The token, checked as the client will send it, so `check-config` refuses what a run
+    /// would (the message never shows the token).
     pub fn token(&self) -> Result<SecretString, ConfigError> {
+        let token = self.read_token()?;
+        // What `HeaderValue::from_str` takes: visible ASCII, space and tab.
+        let fits = token
+            .expose_secret()
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+        if !fits {
+            return Err(ConfigError::TokenNotHeaderSafe {
+                path: self.path.clone(),
+            });
+        }
+        Ok(token)
+    }
+
+    fn read_token(&self) -> Result<SecretString, ConfigError> {
         match &self.api.token {
             TokenSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_owned())),

@@ -135,6 +135,23 @@ fn a_missing_token_variable_is_named() {
     assert!(msg.contains("ACCOUNTSYNC_TEST_SURELY_UNSET"), "{msg}");
 }
 
+/// check-config and run read the token through the same check: a control character is
+/// refused before any request, without echoing the token.
+#[test]
+fn a_token_that_cannot_go_in_a_header_is_refused_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("[columns]", "token_file = \"token\"\n[columns]");
+    let c = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+    for bad in ["SECRET\u{1}x", "SECRET\u{7f}x", "SECRÉT-x"] {
+        std::fs::write(dir.path().join("token"), bad).unwrap();
+        let msg = c.token().unwrap_err().to_string();
+        assert!(msg.contains("cannot go in an HTTP header"), "{msg}");
+        assert!(!msg.contains("SECR"), "the token is shown: {msg}");
+    }
+    std::fs::write(dir.path().join("token"), "ok-token with space\tand tab").unwrap();
+    assert!(c.token().is_ok());
+}
+
 #[test]
 fn secrets_do_not_show_in_debug_output() {
     let dir = tempfile::tempdir().unwrap();
