@@ -30,9 +30,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("config file {path}: [{key}] {message}")]
+    #[error("config file {path}{}: [{key}] {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
+        /// Where the key is written (1-based); `None` when it is absent (a default).
+        line: Option<usize>,
         key: String,
         message: String,
     },
@@ -178,7 +180,17 @@ impl Config {
             source: Box::new(e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Checker { path, base }.check(raw)
+        Checker { path, base }.check(raw).map_err(|e| match e {
+            ConfigError::Invalid {
+                path, key, message, ..
+            } => ConfigError::Invalid {
+                line: check::key_line(text, &key),
+                path,
+                key,
+                message,
+            },
+            other => other,
+        })
     }
 
     /// Reads the bearer token. Separate from parsing so `check-config`-style callers and

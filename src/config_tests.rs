@@ -78,7 +78,10 @@ fn unknown_keys_are_named_with_the_file() {
 
 #[test]
 fn bad_values_are_explained() {
-    refused(&MINIMAL.replace("https://", "ftp://"), &["[api.base_url]"]);
+    refused(
+        &MINIMAL.replace("https://", "ftp://"),
+        &["accountsync.toml:3: [api.base_url]"],
+    );
     refused(
         &MINIMAL.replace("accountreference = \"Account Reference\"\n", ""),
         &["[columns.accountreference]"],
@@ -208,6 +211,25 @@ fn schedule_shutdown_and_metrics_have_defaults_and_limits() {
         &format!("{MINIMAL}[shutdown]\ndeadline_secs = 0\n"),
         &["[shutdown.deadline_secs]", "between 1 and 3600"],
     );
+}
+
+/// A semantic error names the line of its key like a syntax error does; a table's own
+/// problem (both token keys) points at the table, and a missing key at no line.
+#[test]
+fn a_bad_value_is_reported_with_its_line() {
+    let text = format!("{MINIMAL}\n[rate]\n# comment\nrequests_per_second = 0\n");
+    refused(&text, &["accountsync.toml:10: [rate.requests_per_second]"]);
+    let text = MINIMAL.replace(
+        "[columns]",
+        "token_env = \"A\"\ntoken_file = \"b\"\n[columns]",
+    );
+    refused(
+        &text,
+        &["accountsync.toml:2: [api] token_env and token_file"],
+    );
+    assert_eq!(check::key_line("[a]\nb.c = 1\n", "a.b.c"), Some(2));
+    assert_eq!(check::key_line("[a]\n", "a.missing"), Some(1));
+    assert_eq!(check::key_line("x = 1\n", "y"), None);
 }
 
 #[test]

@@ -21,6 +21,25 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// The line of a dotted key (`schedule.cron`) in the config text, or of the deepest table
+/// of it that is written, so a semantic error points where a TOML syntax error would.
+pub(super) fn key_line(text: &str, key: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut at = None;
+    for part in key.split('.') {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part) else {
+            break;
+        };
+        at = Some(k.span().start);
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    Some(1 + text.get(..at?)?.matches('\n').count())
+}
+
 pub(super) struct Checker<'a> {
     pub(super) path: &'a Path,
     pub(super) base: &'a Path,
@@ -30,6 +49,7 @@ impl Checker<'_> {
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
+            line: None,
             key: key.to_owned(),
             message: message.into(),
         }
