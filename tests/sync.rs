@@ -575,6 +575,39 @@ fn a_changed_limit_is_applied_to_rows_the_index_knows() {
     );
 }
 
+/// SIGTERM while `run` waits for the inbox's files to settle (1 s): nothing is read or sent,
+/// the files stay in the inbox, and the exit status is 1, not 0: the night was not synced.
+#[test]
+fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
+    let wd = Workdir::new("sigterm-settle");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        archive_dir: Some(wd.path("archive")),
+        ..Conf::new(&sb)
+    });
+    std::fs::create_dir_all(wd.path("archive")).expect("archive");
+    wd.write("inbox/crm-1.csv", numbered_export("Q", 5));
+    let before = wd.run_dirs();
+    let mut cmd = wd.command(&["run"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the run");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed");
+    let run = wd.wait(format!("{cmd:?}"), child, before);
+    run.expect_code(1);
+    assert_eq!(run.summary()["interrupted"], true, "{run}");
+    assert_eq!(run.count("rows_read"), 0, "{run}");
+    assert_eq!(sb.request_count(), 0);
+    assert!(
+        wd.path("inbox/crm-1.csv").exists(),
+        "the export waits\n{run}"
+    );
+    run.expect_stderr("wait for the next run");
+}
+
 /// SIGTERM mid-run: the process stops reading, lets requests in flight answer, records
 /// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`)
 /// within `[shutdown].deadline_secs`.

@@ -151,13 +151,26 @@ pub async fn run(
     let started = Utc::now();
     let clock = Instant::now();
     let from_inbox = opts.files.is_empty();
+    let mut left_by_signal = 0;
     let files = if from_inbox {
         let listed = inbox::list(&config.input.dir, &config.input.pattern)?;
         let before = inbox::stamps(&listed);
         if !listed.is_empty() {
-            tokio::time::sleep(SETTLE).await;
+            tokio::select! {
+                () = tokio::time::sleep(SETTLE) => {}
+                // Stopped before reading: every listed file waits for the next run.
+                () = opts.shutdown.cancelled() => left_by_signal = listed.len(),
+            }
         }
-        let (ready, writing) = inbox::settled(listed, before);
+        let (ready, writing) = if left_by_signal > 0 {
+            tracing::info!(
+                files = left_by_signal,
+                "Stopped before reading: the inbox's exports wait for the next run."
+            );
+            (Vec::new(), Vec::new())
+        } else {
+            inbox::settled(listed, before)
+        };
         for file in &writing {
             tracing::info!(file = %file.display(), "An export is still being written; it is left for the next run.");
         }
@@ -165,7 +178,7 @@ pub async fn run(
     } else {
         opts.files.clone()
     };
-    if from_inbox && files.is_empty() {
+    if from_inbox && files.is_empty() && left_by_signal == 0 {
         tracing::warn!(dir = %config.input.dir.display(), pattern = config.input.pattern, "The inbox holds no export to sync.");
     }
     // Every file is checked before anything is sent, so a bad header in the third file
@@ -285,10 +298,11 @@ pub async fn run(
     let interrupted = sender.interrupted();
     let exit_code = match &stop {
         Some(s) if s.fatal => 2,
-        // Asked to stop (SIGTERM/SIGINT) and did so cleanly: the counts decide, as for a
-        // complete run. The rows left unsent are `failed` (kept for the next run), so a
-        // script reading 0 as "all in sync" is not misled; the daemon itself still exits 0.
         Some(_) if !interrupted => 1,
+        // Asked to stop (SIGTERM/SIGINT) and did so cleanly, but not through every file:
+        // the rows left are `failed` or unread and wait for the next run, so a script must
+        // not read 0, "all in sync" (the daemon itself still exits 0).
+        _ if interrupted && (left_by_signal > 0 || summaries.iter().any(|f| !f.complete)) => 1,
         _ if total.rejected + total.failed + earlier.rejected + earlier.failed > 0 => 1,
         _ => 0,
     };
@@ -328,6 +342,10 @@ pub async fn run(
         rejected = summary.counts.rejected,
         failed = summary.counts.failed,
         requests = summary.requests_sent,
+        earlier_retried = summary.retried_from_earlier_runs.rows_read,
+        earlier_updated = summary.retried_from_earlier_runs.updated,
+        earlier_rejected = summary.retried_from_earlier_runs.rejected,
+        earlier_failed = summary.retried_from_earlier_runs.failed,
         exit_code,
         "Run finished."
     );
