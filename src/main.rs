@@ -209,7 +209,8 @@ fn sync(config: &std::path::Path, opts: RunOptions) -> ExitCode {
 }
 
 fn fatal(e: &anyhow::Error) -> ExitCode {
-    eprintln!("accountsync: error: {}", error_text(e));
+    let text = format!("accountsync: error: {}", error_text(e));
+    eprintln!("{}", cmd::logging::plain(3, &text));
     ExitCode::from(EXIT_FATAL)
 }
 

@@ -42,7 +42,7 @@ const LAST_SUCCESS: &str = "accountsync_last_success_timestamp_seconds";
 /// nothing: neither is a sync, and either would replace the figures the alerts watch.
 ///
 /// `accountsync_last_success_timestamp_seconds` is this run's finish time when it completed
-/// (exit 0 or 1, not interrupted); otherwise it is taken over from the file being replaced,
+/// (exit 0 or 1, not interrupted, at least one export); otherwise it is taken over from the file being replaced,
 /// and left out when that file has none.
 pub fn write(path: &Path, summary: &Summary) -> Result<(), MetricsError> {
     if summary.dry_run || summary.baseline {
@@ -60,11 +60,42 @@ pub fn write(path: &Path, summary: &Summary) -> Result<(), MetricsError> {
     })
 }
 
-/// A run that synced what it read: exit 1 (some rows rejected or failed) still counts, as
-/// those rows are the data team's business, not the service's. An interrupted run did not
-/// get through its rows, whatever its exit code.
+/// The metrics of a run that could not proceed before its report existed (an unreadable
+/// export, a missing column, the cache in use, no token): exit code 2 and nothing counted,
+/// the last success carried over, so the "run failed" alert fires for these causes too and
+/// the previous night's figures do not stand in for tonight's.
+pub fn write_failed(path: &Path, at: DateTime<Utc>) -> Result<(), MetricsError> {
+    let summary = Summary {
+        run_id: String::new(),
+        dry_run: false,
+        baseline: false,
+        files: Vec::new(),
+        counts: Counts::default(),
+        retried_from_earlier_runs: Counts::default(),
+        requests_sent: 0,
+        retries: 0,
+        throttled: 0,
+        started_at: at,
+        finished_at: at,
+        elapsed_secs: 0.0,
+        requests_per_second: 0.0,
+        cache_recovered: None,
+        rate_limit_final: 0.0,
+        rate_limit_lowest: 0.0,
+        stopped: None,
+        interrupted: false,
+        exit_code: 2,
+    };
+    write(path, &summary)
+}
+
+/// A run that synced at least one export through: exit 1 (some rows rejected or failed)
+/// still counts, as those rows are the data team's business, not the service's. An
+/// interrupted run did not get through its rows, whatever its exit code; a run that found
+/// the inbox empty synced nothing, so a CRM that stops sending exports trips the
+/// "no successful sync" alert.
 fn completed(summary: &Summary) -> bool {
-    matches!(summary.exit_code, 0 | 1) && !summary.interrupted
+    matches!(summary.exit_code, 0 | 1) && !summary.interrupted && !summary.files.is_empty()
 }
 
 /// Unix time in seconds, to the millisecond.
@@ -152,7 +183,7 @@ fn render(s: &Summary, last_success: Option<f64>) -> String {
     if let Some(t) = last_success {
         out.gauge(
             LAST_SUCCESS,
-            "When the last completed run (exit 0 or 1) finished, in Unix time.",
+            "When the last completed run (exit 0 or 1, at least one export, not interrupted) finished, in Unix time.",
             float(t),
         );
     }

@@ -109,7 +109,7 @@ accountsync_last_run_exit_code 1
 # HELP accountsync_last_run_interrupted 1 when SIGTERM/SIGINT cut the run short.
 # TYPE accountsync_last_run_interrupted gauge
 accountsync_last_run_interrupted 0
-# HELP accountsync_last_success_timestamp_seconds When the last completed run (exit 0 or 1) finished, in Unix time.
+# HELP accountsync_last_success_timestamp_seconds When the last completed run (exit 0 or 1, at least one export, not interrupted) finished, in Unix time.
 # TYPE accountsync_last_success_timestamp_seconds gauge
 accountsync_last_success_timestamp_seconds 1796263205.75
 "#;
@@ -206,6 +206,37 @@ fn last_success_is_carried_over_failed_runs() {
         text.contains("\naccountsync_last_run_interrupted 1\n"),
         "{text}"
     );
+}
+
+/// A CRM that stops sending exports must trip "no successful sync in 26 h": an empty inbox
+/// is not a success. A run that stopped before its report (missing column, no token) still
+/// leaves exit code 2 for the "run failed" alert, with nothing counted.
+#[test]
+fn an_empty_inbox_is_no_success_and_an_early_failure_still_says_2() {
+    let (_dir, path) = prom_dir();
+    write(&path, &run(1_000, 0)).unwrap();
+    let empty = Summary {
+        files: Vec::new(),
+        counts: Counts::default(),
+        ..run(2_000, 0)
+    };
+    write(&path, &empty).unwrap();
+    let text = read(&path);
+    assert_eq!(parse_last_success(&text), Some(1_000.0));
+    assert!(text.contains("\naccountsync_last_run_files 0\n"), "{text}");
+
+    write_failed(&path, at(3_000, 0)).unwrap();
+    let text = read(&path);
+    check_text_format(&text).unwrap();
+    assert_eq!(parse_last_success(&text), Some(1_000.0));
+    for line in [
+        "accountsync_last_run_exit_code 2",
+        "accountsync_last_run_timestamp_seconds 3000",
+        "accountsync_last_run_rows{outcome=\"read\"} 0",
+        "accountsync_last_run_requests_sent 0",
+    ] {
+        assert!(text.contains(&format!("\n{line}\n")), "{line}\n{text}");
+    }
 }
 
 #[test]

@@ -163,6 +163,30 @@ fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
         daemon.log()
     );
 
+    // A config that parses but whose token cannot be read would fail every night: refused
+    // as well, as it is at start.
+    wd.configure(&Conf {
+        token_env: "ACCOUNTSYNC_TEST_NO_SUCH_TOKEN".into(),
+        ..good.clone()
+    });
+    daemon.signal(libc::SIGHUP);
+    wait_for(
+        "the tokenless reload to be refused",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .log()
+                .contains("ACCOUNTSYNC_TEST_NO_SUCH_TOKEN")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        daemon.log().matches("Config reload failed").count(),
+        2,
+        "{}",
+        daemon.log()
+    );
+
     // Still scheduled, still on the old config: a new export is synced.
     wd.write("inbox/crm-1.csv", numbered_export("H", 3));
     wait_for("the export to be archived", Duration::from_secs(30), || {

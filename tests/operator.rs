@@ -185,6 +185,29 @@ fn logs_without_a_terminal_are_plain_prioritised_and_hold_no_secret() {
         "{err}"
     );
 
+    // Outside tracing too: the fatal error of a config that does not parse is one line with
+    // priority 3, its TOML excerpt included, so `journalctl -p err` shows why.
+    let broken = wd.write(
+        "broken.toml",
+        "[api]\nbase_url = \"https://x\"\ncolour = [\n",
+    );
+    let mut cmd = std::process::Command::new(util::PRODUCT);
+    cmd.arg("--config")
+        .arg(&broken)
+        .args(["run", &export])
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("ACCOUNTSYNC_LOG_FORMAT");
+    let run = wd.exec(cmd);
+    run.expect_code(2);
+    let err = run.stderr();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{run}");
+    assert!(
+        lines[0].starts_with("<3>accountsync: error: config file")
+            && lines[0].contains("broken.toml"),
+        "{run}"
+    );
+
     let mut cmd = wd.command(&["--log-format", "json", "run", &export]);
     cmd.env("JOURNAL_STREAM", "8:12345");
     let run = wd.exec(cmd);
@@ -262,6 +285,23 @@ fn the_metrics_file_counts_a_run_with_rejections() {
         text.contains("accountsync_last_success_timestamp_seconds "),
         "{text}"
     );
+    let success = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("accountsync_last_success_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+    let first_success = success(&text);
+
+    // A run that stops before its report (a mapped column missing) still says exit 2, so
+    // the "run failed" alert fires; the last success stays the previous night's.
+    let bad = wd.write("bad.csv", "Account Reference,Email\nX-1,x@example.com\n");
+    wd.run(&[&bad.display().to_string()]).expect_code(2);
+    let text = std::fs::read_to_string(&prom).expect("metrics file");
+    assert!(
+        text.contains("\naccountsync_last_run_exit_code 2\n"),
+        "{text}"
+    );
+    assert_eq!(success(&text), first_success, "{text}");
 }
 
 /// Without a terminal the progress is a log line at a fixed interval (10 s by default;

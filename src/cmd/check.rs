@@ -9,6 +9,8 @@ use accountsync::map::Layout;
 use accountsync::read::Export;
 use accountsync::schedule::Schedule;
 
+use crate::cmd::logging::plain;
+
 #[derive(Default)]
 struct Findings {
     lines: Vec<(&'static str, String)>,
@@ -37,7 +39,12 @@ pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
         Err(e) => f.error(e.to_string()),
     }
     for (level, line) in &f.lines {
-        println!("{level}: {line}");
+        let priority = match *level {
+            "error" => 3,
+            "warning" => 4,
+            _ => 6,
+        };
+        println!("{}", plain(priority, &format!("{level}: {line}")));
     }
     let errors = f.errors();
     if errors == 0 {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::run::{termination, write_metrics};
+use crate::cmd::run::{termination, write_failed_metrics, write_metrics};
 
 struct Daemon {
     config_path: PathBuf,
@@ -41,6 +41,7 @@ impl Host for Daemon {
             Ok(t) => t,
             Err(error) => {
                 tracing::error!(%error, "Cannot start the run.");
+                write_failed_metrics(&config);
                 return 2;
             }
         };
@@ -60,6 +61,7 @@ impl Host for Daemon {
             }
             Err(error) => {
                 tracing::error!(%error, "The run could not proceed.");
+                write_failed_metrics(&config);
                 2
             }
         }
@@ -67,6 +69,8 @@ impl Host for Daemon {
 
     fn reload(&self) -> Result<Schedule, String> {
         let config = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        // As at start: a config whose token cannot be read would fail every night.
+        config.token().map_err(|e| e.to_string())?;
         let schedule =
             Schedule::parse(&config.cron, &config.timezone).map_err(|e| e.to_string())?;
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;

@@ -14,6 +14,34 @@ use crate::EXIT_FATAL;
 /// Loads the config, runs once on a fresh runtime, writes the metrics file.
 pub fn run(config_path: &Path, opts: RunOptions) -> anyhow::Result<RunResult> {
     let config = Config::load(config_path)?;
+    let sync = !(opts.dry_run || opts.baseline);
+    let result = match run_loaded(&config, opts) {
+        Ok(result) => result,
+        Err(e) => {
+            if sync {
+                write_failed_metrics(&config);
+            }
+            return Err(e);
+        }
+    };
+    write_metrics(&config, &result);
+    if let Some(why) = &result.summary.stopped {
+        let (level, priority) = if result.summary.exit_code == i32::from(EXIT_FATAL) {
+            ("error", 3)
+        } else {
+            ("warning", 4)
+        };
+        let text = format!(
+            "accountsync: {level}: {why} (config {}; report {})",
+            config.path.display(),
+            result.report_dir.display()
+        );
+        eprintln!("{}", crate::cmd::logging::plain(priority, &text));
+    }
+    Ok(result)
+}
+
+fn run_loaded(config: &Config, opts: RunOptions) -> anyhow::Result<RunResult> {
     // A baseline sends nothing, so it needs no token (the first night may precede it).
     let token = if opts.baseline {
         SecretString::from(String::new())
@@ -24,24 +52,19 @@ pub fn run(config_path: &Path, opts: RunOptions) -> anyhow::Result<RunResult> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
+    Ok(runtime.block_on(async {
         stop_on_signal(opts.shutdown.clone());
-        pipeline::run(&config, &token, opts).await
-    })?;
-    write_metrics(&config, &result);
-    if let Some(why) = &result.summary.stopped {
-        let level = if result.summary.exit_code == i32::from(EXIT_FATAL) {
-            "error"
-        } else {
-            "warning"
-        };
-        eprintln!(
-            "accountsync: {level}: {why} (config {}; report {})",
-            config.path.display(),
-            result.report_dir.display()
-        );
+        pipeline::run(config, &token, opts).await
+    })?)
+}
+
+/// For a run that stopped before its report existed: exit code 2 in the metrics file.
+pub fn write_failed_metrics(config: &Config) {
+    if let Some(path) = &config.metrics_file
+        && let Err(error) = metrics::write_failed(path, chrono::Utc::now())
+    {
+        tracing::warn!(%error, "Cannot write the metrics file.");
     }
-    Ok(result)
 }
 
 /// A metrics file that cannot be written is a warning: the sync itself happened, and the
