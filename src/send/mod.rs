@@ -210,7 +210,11 @@ impl Sender {
                     self.throttle.succeeded();
                     return Delivery::Confirmed;
                 }
-                Decision::Reject(problems) => return Delivery::Rejected(problems),
+                Decision::Reject(problems) => {
+                    // An answer, not back-pressure: the rate may creep back up.
+                    self.throttle.succeeded();
+                    return Delivery::Rejected(problems);
+                }
                 Decision::Unauthorized => {
                     let why = "the API refused the token (HTTP 401); the run stopped";
                     self.stop(format!("{why}; check [api].token_env / token_file"), true);
