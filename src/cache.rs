@@ -14,6 +14,7 @@ mod admin;
 mod index;
 mod open;
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -73,7 +74,8 @@ pub struct Rejection {
     pub problems: Vec<Problem>,
 }
 
-/// A record that is not confirmed yet and must be tried again.
+/// A record that is not confirmed yet and must be tried again: written before its request
+/// starts (so a kill while it is in flight leaves it here), rewritten when it fails.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     pub fields: Fields,
@@ -82,6 +84,13 @@ pub struct Pending {
     /// The run that last tried it: a run replays only entries of earlier runs.
     pub run_id: String,
     pub problem: Problem,
+    /// Fields that a request may have changed at the API without an answer saying so (it
+    /// was applied, then the connection dropped; or the process was killed). Their
+    /// confirmed values are no longer known to be the API's, so whatever replaces this
+    /// entry sends them again, and an entry dropped without a 2xx for exactly its values
+    /// takes them out of the confirmed values. Accumulates over attempts.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub uncertain: BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -122,6 +131,46 @@ struct Trees {
     digests: sled::Tree,
 }
 
+/// The trees of one transaction, for one account.
+struct Tx<'a> {
+    reference: &'a str,
+    key: &'a [u8],
+    confirmed: &'a TransactionalTree,
+    rejected: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    digests: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    /// Removes the account's outbox entry and takes its uncertain fields out of the
+    /// confirmed values (and the digest with them). Returns the entry and the confirmed
+    /// values as they are now.
+    fn drop_pending(
+        &self,
+    ) -> ConflictableTransactionResult<(Option<Pending>, Fields), serde_json::Error> {
+        let mut confirmed: Fields = self
+            .confirmed
+            .get(self.key)?
+            .and_then(|bytes| decode(self.reference, &bytes))
+            .unwrap_or_default();
+        let Some(old) = self.outbox.remove(self.key)? else {
+            return Ok((None, confirmed));
+        };
+        let pending: Option<Pending> = decode(self.reference, &old);
+        if let Some(p) = &pending
+            && p.uncertain.iter().any(|f| confirmed.contains_key(f))
+        {
+            confirmed.retain(|f, _| !p.uncertain.contains(f));
+            self.confirmed.insert(
+                self.key,
+                serde_json::to_vec(&confirmed).map_err(ConflictableTransactionError::Abort)?,
+            )?;
+            self.digests.remove(self.key)?;
+        }
+        Ok((pending, confirmed))
+    }
+}
+
 impl Cache {
     pub fn confirmed(&self, reference: &str) -> Result<Fields, CacheError> {
         Ok(get(&self.trees()?.confirmed, reference)?.unwrap_or_default())
@@ -146,62 +195,71 @@ impl Cache {
 
     /// Records a 2xx: the confirmed values absorb `changes`, `row` (the fingerprint of the
     /// whole row that was sent) becomes the account's digest, and any older rejection or
-    /// retry of the account is dropped.
+    /// retry of the account is dropped (with the fields the retry left uncertain, which a
+    /// row without them did not send).
     pub fn confirm(
         &self,
         reference: &str,
         changes: &[Change],
         row: RowDigest,
     ) -> Result<(), CacheError> {
-        let key = reference.as_bytes();
-        let t = self.trees()?;
-        let trees = (&t.confirmed, &t.rejected, &t.outbox, &t.digests);
-        trees
-            .transaction(|(confirmed, rejected, outbox, digests)| {
-                let current: Fields = confirmed
-                    .get(key)?
-                    .and_then(|bytes| decode(reference, &bytes))
-                    .unwrap_or_default();
-                let next = serde_json::to_vec(&apply(&current, changes))
-                    .map_err(ConflictableTransactionError::Abort)?;
-                confirmed.insert(key, next)?;
-                digests.insert(key, &row[..])?;
-                rejected.remove(key)?;
-                outbox.remove(key)?;
-                Ok(())
-            })
-            .map_err(|e| transaction_error(reference, e))
-    }
-
-    /// Records a permanent rejection (400/403/404/409...), replacing any kept retry.
-    pub fn reject(&self, reference: &str, rejection: &Rejection) -> Result<(), CacheError> {
-        let bytes = encode(reference, rejection)?;
-        self.write(reference, |key, _, rejected, outbox| {
-            rejected.insert(key, bytes.as_slice())?;
-            outbox.remove(key)?;
+        self.write(reference, |tx| {
+            let current = tx.drop_pending()?.1;
+            let next = apply(&current, changes);
+            tx.confirmed.insert(
+                tx.key,
+                serde_json::to_vec(&next).map_err(ConflictableTransactionError::Abort)?,
+            )?;
+            tx.digests.insert(tx.key, &row[..])?;
+            tx.rejected.remove(tx.key)?;
             Ok(())
         })
     }
 
-    /// Keeps a record that failed transiently for the next run; `drop_rejection` when the
-    /// row that failed replaced a remembered rejection.
+    /// Records a permanent rejection (400/403/404/409), replacing any kept retry.
+    pub fn reject(&self, reference: &str, rejection: &Rejection) -> Result<(), CacheError> {
+        let bytes = encode(reference, rejection)?;
+        self.write(reference, |tx| {
+            tx.drop_pending()?;
+            tx.rejected.insert(tx.key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Keeps a record that is not confirmed: before its request starts, and again when it
+    /// failed transiently. Its uncertain fields are added to those of the entry it replaces,
+    /// since either request may be the one the API applied. `drop_rejection` when the row
+    /// replaced a remembered rejection.
     pub fn keep_pending(
         &self,
         reference: &str,
         pending: &Pending,
         drop_rejection: bool,
     ) -> Result<(), CacheError> {
-        let bytes = encode(reference, pending)?;
-        self.write(reference, |key, _, rejected, outbox| {
-            outbox.insert(key, bytes.as_slice())?;
+        self.write(reference, |tx| {
+            let mut next = pending.clone();
+            if let Some(old) = tx.outbox.get(tx.key)?
+                && let Some(old) = decode::<Pending>(reference, &old)
+            {
+                next.uncertain.extend(old.uncertain);
+            }
+            if !next.uncertain.is_empty() {
+                // The digest vouches for confirmed values that may no longer be the API's.
+                tx.digests.remove(tx.key)?;
+            }
+            tx.outbox.insert(
+                tx.key,
+                serde_json::to_vec(&next).map_err(ConflictableTransactionError::Abort)?,
+            )?;
             if drop_rejection {
-                rejected.remove(key)?;
+                tx.rejected.remove(tx.key)?;
             }
             Ok(())
         })
     }
 
-    /// Forgets what a newer row made stale.
+    /// Forgets what a newer row made stale; a kept retry's uncertain fields leave the
+    /// confirmed values with it.
     pub fn forget(
         &self,
         reference: &str,
@@ -211,32 +269,35 @@ impl Cache {
         if !(pending || rejection) {
             return Ok(());
         }
-        self.write(reference, |key, _, rejected, outbox| {
+        self.write(reference, |tx| {
             if pending {
-                outbox.remove(key)?;
+                tx.drop_pending()?;
             }
             if rejection {
-                rejected.remove(key)?;
+                tx.rejected.remove(tx.key)?;
             }
             Ok(())
         })
     }
 
-    /// One outcome's writes as one sled transaction over the three trees, so a crash or a
+    /// One outcome's writes as one sled transaction over the four trees, so a crash or a
     /// full disk never leaves half of them (a dropped retry without its replacement).
     fn write<F>(&self, reference: &str, f: F) -> Result<(), CacheError>
     where
-        F: Fn(
-            &[u8],
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-        ) -> ConflictableTransactionResult<(), serde_json::Error>,
+        F: Fn(&Tx<'_>) -> ConflictableTransactionResult<(), serde_json::Error>,
     {
-        let key = reference.as_bytes();
         let t = self.trees()?;
-        (&t.confirmed, &t.rejected, &t.outbox)
-            .transaction(|(confirmed, rejected, outbox)| f(key, confirmed, rejected, outbox))
+        (&t.confirmed, &t.rejected, &t.outbox, &t.digests)
+            .transaction(|(confirmed, rejected, outbox, digests)| {
+                f(&Tx {
+                    reference,
+                    key: reference.as_bytes(),
+                    confirmed,
+                    rejected,
+                    outbox,
+                    digests,
+                })
+            })
             .map_err(|e| transaction_error(reference, e))
     }
 
@@ -275,6 +336,14 @@ impl Cache {
             t.db.flush()?;
         }
         self.save_row_index()
+    }
+
+    /// [`Cache::flush`] for a blocking thread.
+    pub fn flush_blocking(&self) -> Result<(), CacheError> {
+        if let Some(t) = self.inner.trees.get() {
+            t.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Forces everything written so far to disk.

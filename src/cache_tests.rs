@@ -22,6 +22,7 @@ fn pending(run_id: &str) -> Pending {
             field: String::new(),
             message: "internal server error".into(),
         },
+        uncertain: Default::default(),
     }
 }
 
@@ -257,4 +258,56 @@ fn a_damaged_cache_is_moved_aside_and_restored_from_its_backup() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("c.damaged-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged cache is kept aside");
+}
+
+#[test]
+fn a_dropped_retry_takes_its_uncertain_fields_out_of_the_confirmed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("c"), 16).unwrap();
+    let both = [change("email", "a@b.co"), change("firstname", "Ann")];
+    cache.confirm("A", &both, [1; 16]).unwrap();
+
+    // Two attempts, each applied perhaps: both fields become uncertain.
+    let mut first = pending("r1");
+    first.uncertain = ["email".to_owned()].into();
+    cache.keep_pending("A", &first, false).unwrap();
+    assert_eq!(
+        cache.row_digest("A").unwrap(),
+        None,
+        "no digest vouches now"
+    );
+    let mut second = pending("r2");
+    second.uncertain = ["firstname".to_owned()].into();
+    cache.keep_pending("A", &second, false).unwrap();
+    let kept = cache.pending("A").unwrap().unwrap();
+    assert_eq!(kept.run_id, "r2");
+    assert_eq!(kept.uncertain.len(), 2, "{:?}", kept.uncertain);
+
+    // A 2xx for a row that carried only the email: the first name stays unknown.
+    cache
+        .confirm("A", &[change("email", "a@b.co")], [2; 16])
+        .unwrap();
+    let confirmed = cache.confirmed("A").unwrap();
+    assert_eq!(confirmed["email"], Value::Text("a@b.co".into()));
+    assert!(!confirmed.contains_key("firstname"), "{confirmed:?}");
+    assert_eq!(cache.pending("A").unwrap(), None);
+
+    // The same through forget (a newer unchanged row) and reject (a 4xx).
+    cache.confirm("B", &both, [1; 16]).unwrap();
+    let mut kept = pending("r1");
+    kept.uncertain = ["email".to_owned()].into();
+    cache.keep_pending("B", &kept, false).unwrap();
+    cache.forget("B", true, false).unwrap();
+    assert!(!cache.confirmed("B").unwrap().contains_key("email"));
+    assert!(cache.confirmed("B").unwrap().contains_key("firstname"));
+
+    cache.confirm("C", &both, [1; 16]).unwrap();
+    cache.keep_pending("C", &kept, false).unwrap();
+    let rejection = Rejection {
+        fields: Fields::new(),
+        problems: vec![],
+    };
+    cache.reject("C", &rejection).unwrap();
+    assert!(!cache.confirmed("C").unwrap().contains_key("email"));
+    assert_eq!(cache.row_digest("C").unwrap(), None);
 }

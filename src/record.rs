@@ -1,6 +1,7 @@
 //! Record: the last stage, and the only place that writes the cache. It sees every row's
 //! outcome exactly once, so it also keeps the bucket counts the summary adds up.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,10 +49,12 @@ pub enum Verdict {
         problems: Vec<Problem>,
         remember: Option<Fields>,
     },
-    /// Not confirmed; `fields` is kept in the outbox for the next run.
+    /// Not confirmed; `fields` is kept in the outbox for the next run. `attempted` are the
+    /// fields its request carried: the API may hold them although it never said so.
     Failed {
         problem: Problem,
         fields: Fields,
+        attempted: BTreeSet<String>,
     },
 }
 
@@ -166,7 +169,11 @@ impl Recorder {
                     None => self.cache.forget(r, o.stale.pending, o.stale.rejection)?,
                 }
             }
-            Verdict::Failed { problem, fields } => {
+            Verdict::Failed {
+                problem,
+                fields,
+                attempted,
+            } => {
                 counts.failed += 1;
                 self.report.problem(&o.pos, r, &problem)?;
                 tracing::debug!(reference = r, status = ?problem.http_status, "Failed; kept for the next run.");
@@ -176,6 +183,7 @@ impl Recorder {
                     line: o.pos.line,
                     run_id: self.report.run_id().to_owned(),
                     problem,
+                    uncertain: attempted,
                 };
                 self.cache.keep_pending(r, &pending, o.stale.rejection)?;
             }

@@ -36,6 +36,7 @@ fn filled(dir: &Path) -> Cache {
         line: 7,
         run_id: "r1".into(),
         problem,
+        uncertain: Default::default(),
     };
     cache.keep_pending("C", &pending, false).unwrap();
     cache

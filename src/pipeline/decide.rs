@@ -1,7 +1,7 @@
 //! Deciding one row: map -> validate -> diff, with the cache lookups the diff needs. Reads
 //! the cache, never writes it; the answer is either a final [`Outcome`] or a [`Job`] to send.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 use csv::ByteRecord;
@@ -51,6 +51,7 @@ pub fn delivered(job: Job, delivery: Delivery) -> Outcome {
         Delivery::Failed(problem) => Verdict::Failed {
             problem,
             fields: job.fields,
+            attempted: job.patch.changes.iter().map(|c| c.field.clone()).collect(),
         },
     };
     Outcome {
@@ -258,10 +259,15 @@ impl Decider<'_> {
         problems.extend(mapped.problems);
         problems.extend(validate(&mapped.fields, self.limits, self.today));
         let valid_reference = reference_problem(&reference).is_none();
+        let pending = match valid_reference {
+            true => self.cache.pending(&reference)?,
+            false => None,
+        };
         let stale = Stale {
-            pending: valid_reference && self.cache.pending(&reference)?.is_some(),
+            pending: pending.is_some(),
             rejection: false,
         };
+        let uncertain = pending.map(|p| p.uncertain).unwrap_or_default();
         if !problems.is_empty() {
             let mut step = done(reference, problems);
             if let Step::Done(o) = &mut step {
@@ -287,12 +293,33 @@ impl Decider<'_> {
                 rejection: true,
                 ..stale
             };
-            return self.fields(origin, pos, reference, mapped.fields, stale, raw);
+            return self.fields(
+                origin,
+                pos,
+                reference,
+                mapped.fields,
+                stale,
+                raw,
+                &uncertain,
+            );
         }
-        self.fields(origin, pos, reference, mapped.fields, stale, raw)
+        self.fields(
+            origin,
+            pos,
+            reference,
+            mapped.fields,
+            stale,
+            raw,
+            &uncertain,
+        )
     }
 
-    /// Decides a valid record: diff against the confirmed values.
+    /// Decides a valid record: diff against the confirmed values. `uncertain` are the
+    /// fields a kept retry of the account may have changed at the API unconfirmed: they
+    /// count as never confirmed, so the row sends whatever it has for them (even the value
+    /// confirmed before: a row reverted after an applied-but-unanswered request must still
+    /// put the API back).
+    #[allow(clippy::too_many_arguments)]
     pub fn fields(
         &self,
         origin: Origin,
@@ -301,6 +328,7 @@ impl Decider<'_> {
         fields: Fields,
         stale: Stale,
         raw: Option<u64>,
+        uncertain: &BTreeSet<String>,
     ) -> Result<Step, CacheError> {
         let unchanged = |reference, pos| {
             Step::Done(Outcome {
@@ -312,22 +340,45 @@ impl Decider<'_> {
                 raw,
             })
         };
-        if self.cache.row_digest(&reference)? == Some(fingerprint(&fields)) {
+        if uncertain.is_empty() && self.cache.row_digest(&reference)? == Some(fingerprint(&fields))
+        {
             return Ok(unchanged(reference, pos));
         }
         let confirmed = self.cache.confirmed(&reference)?;
-        Ok(match diff(&fields, &confirmed, self.address_types) {
-            None => unchanged(reference, pos),
-            Some(patch) => Step::Send(Job {
-                origin,
-                pos,
-                reference,
-                fields,
-                patch,
-                stale,
-                raw,
-            }),
-        })
+        let known = match uncertain.is_empty() {
+            true => None,
+            false => Some(
+                confirmed
+                    .iter()
+                    .filter(|(f, _)| !uncertain.contains(*f))
+                    .map(|(f, v)| (f.clone(), v.clone()))
+                    .collect::<Fields>(),
+            ),
+        };
+        Ok(
+            match diff(
+                &fields,
+                known.as_ref().unwrap_or(&confirmed),
+                self.address_types,
+            ) {
+                None => unchanged(reference, pos),
+                Some(mut patch) => {
+                    // changes.csv's `old` is the last value the API confirmed, known or not.
+                    for c in patch.changes.iter_mut().filter(|c| c.old.is_none()) {
+                        c.old = confirmed.get(&c.field).cloned();
+                    }
+                    Step::Send(Job {
+                        origin,
+                        pos,
+                        reference,
+                        fields,
+                        patch,
+                        stale,
+                        raw,
+                    })
+                }
+            },
+        )
     }
 }
 

@@ -127,6 +127,7 @@ fn unchanged_rows_send_nothing_and_replace_a_kept_retry() {
         line: 9,
         run_id: "r0".into(),
         problem: Problem::invalid("", "x"),
+        uncertain: Default::default(),
     };
     f.cache.keep_pending("A", &pending, false).unwrap();
     let (v, stale, sent) = verdict(f.decide(["A", " A@B.CO "], false, &Duplicates::default()));
@@ -281,4 +282,45 @@ fn the_row_index_settles_only_identical_rows_that_are_alone_in_the_file() {
     let dups = scan(&path, &f.layout, &index);
     assert!(dups.known(0) && !dups.all_known());
     assert!(dups.lines("A").is_some());
+}
+
+#[test]
+fn a_row_reverted_after_an_unanswered_request_is_sent_to_put_the_api_back() {
+    // Confirmed a@b.co; a request for b@b.co was applied but its answer lost (kept, with
+    // email uncertain). The next export has a@b.co again: equal to the confirmed value, yet
+    // the API may hold b@b.co, so it must be sent.
+    let f = fixture();
+    let confirmed = crate::model::Change {
+        field: "email".into(),
+        old: None,
+        new: Value::Text("a@b.co".into()),
+    };
+    f.cache.confirm("A", &[confirmed], [0; 16]).unwrap();
+    let pending = crate::cache::Pending {
+        fields: email("b@b.co"),
+        file: "old.csv".into(),
+        line: 9,
+        run_id: "r0".into(),
+        problem: Problem::invalid("", "x"),
+        uncertain: ["email".to_owned()].into(),
+    };
+    f.cache.keep_pending("A", &pending, false).unwrap();
+    let (v, stale, sent) = verdict(f.decide(["A", "a@b.co"], false, &Duplicates::default()));
+    assert!(sent, "{v:?}");
+    assert!(stale.pending);
+    let Verdict::Updated(patch) = v else {
+        unreachable!()
+    };
+    assert_eq!(patch.body["email"], "a@b.co");
+    assert_eq!(
+        patch.changes[0].old,
+        Some(Value::Text("a@b.co".into())),
+        "changes.csv shows the last confirmed value as old"
+    );
+
+    // A row without an email says nothing about it: not sent, and the email is no longer
+    // taken as confirmed once the kept entry is dropped (cache_tests).
+    let (v, _, sent) = verdict(f.decide(["A", ""], false, &Duplicates::default()));
+    assert!(!sent);
+    assert_eq!(v, Verdict::Unchanged);
 }
