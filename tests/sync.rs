@@ -493,15 +493,16 @@ fn a_redirect_stops_the_run_like_a_wrong_url() {
 }
 
 /// The row index answers "unchanged" without reading the cache, so it must never outlive
-/// what makes that answer true. Night 2 changes an account's row and the API fails it, so
-/// the new row waits in the outbox; night 3 brings back exactly the row of night 1. That row
-/// is unchanged against what the API confirmed, and being newer it replaces the kept one:
-/// nothing is sent on night 3, and the failed row of night 2 is not replayed.
+/// what makes that answer true. Night 2 changes an account's row; the API stores it but the
+/// connection drops before the answer (the sandbox's applied-then-dropped fault), so the
+/// client keeps the row as failed. Night 3 brings back exactly the row of night 1: equal to
+/// what the API last confirmed, but the API now holds night 2's value, so it must be sent
+/// (once), replacing the kept row, which is not replayed. Night 4 sends nothing.
 #[test]
-fn a_row_reverted_after_a_failure_replaces_the_kept_one_instead_of_matching_the_index() {
+fn a_row_reverted_after_an_unanswered_request_is_sent_again_and_replaces_the_kept_one() {
     let _timing = shared();
     let wd = Workdir::new("index-revert");
-    let sb = Sandbox::start(&wd, &[]);
+    let sb = Sandbox::start(&wd, &["--seed", "1"]);
     wd.configure(&Conf {
         max_attempts: 1,
         ..Conf::new(&sb)
@@ -521,23 +522,85 @@ fn a_row_reverted_after_a_failure_replaces_the_kept_one_instead_of_matching_the_
         wd.path("cache/rows.idx").exists(),
         "a run leaves the row index"
     );
-    sb.set_failures(&["A-1"]);
+    sb.set_faults(r#"{"applied_drop": 1.0}"#);
     let run2 = wd.run(&[&second.display().to_string()]);
     run2.expect_code(1);
     run2.expect_counts(2, 1, 0, 0, 1);
-    sb.set_failures(&[]);
+    assert_eq!(
+        sb.accounts()["A-1"]["email"],
+        "a1-new@example.com",
+        "the API applied night 2's row although the client never heard so"
+    );
+    sb.set_faults("{}");
     let before = sb.request_count();
     let run3 = wd.run(&[&third.display().to_string()]);
     run3.expect_code(0);
-    run3.expect_counts(2, 2, 0, 0, 0);
-    assert_eq!(
-        sb.request_count(),
-        before,
-        "night 3 sent something: {:#?}\n{run3}",
-        &sb.requests()[before..]
-    );
+    run3.expect_counts(2, 1, 1, 0, 0);
+    let sent = &sb.requests()[before..];
+    assert_eq!(sent.len(), 1, "night 3 sent: {sent:#?}\n{run3}");
+    assert_eq!(sent[0].reference.as_deref(), Some("A-1"));
+    assert_eq!(sent[0].body, serde_json::json!({"email": "a1@example.com"}));
     assert_eq!(run3.summary()["retried_from_earlier_runs"]["rows_read"], 0);
     assert_eq!(sb.accounts()["A-1"]["email"], "a1@example.com");
+
+    let before = sb.request_count();
+    wd.run(&[&third.display().to_string()])
+        .expect_code(0)
+        .expect_counts(2, 2, 0, 0, 0);
+    assert_eq!(sb.request_count(), before, "night 4 sent something");
+}
+
+/// Write-ahead outbox: a run given one file and killed (SIGKILL) while its request is in
+/// flight leaves the record in the outbox, so the next run sends it although it is given
+/// another file. Without the entry written before the request, nothing would remember it.
+#[test]
+fn a_record_in_flight_when_the_run_is_killed_is_sent_by_the_next_run_of_another_file() {
+    let _timing = shared();
+    let wd = Workdir::new("kill-in-flight");
+    // Every answer waits 30 s: the request is surely in flight when the kill comes.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "30000"]);
+    wd.configure(&Conf::new(&sb));
+    let monday = wd.write(
+        "mon.csv",
+        small_export(&[("K-2", "k2@example.com", "Kim", "Oh")]),
+    );
+    let tuesday = wd.write(
+        "tue.csv",
+        small_export(&[("K-3", "k3@example.com", "Lu", "Oh")]),
+    );
+    let mut cmd = wd.command(&["run", &monday.display().to_string()]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start the run");
+    util::wait_for(
+        "the request to reach the sandbox",
+        std::time::Duration::from_secs(20),
+        || (sb.request_count() > 0).then_some(()),
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    drop(sb);
+
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let run = wd.run(&[&tuesday.display().to_string()]);
+    run.expect_code(0);
+    let sent: BTreeSet<String> = sb
+        .requests()
+        .iter()
+        .filter_map(|r| r.reference.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        BTreeSet::from(["K-2".to_owned(), "K-3".to_owned()]),
+        "{run}"
+    );
+    assert_eq!(
+        run.summary()["retried_from_earlier_runs"]["updated"],
+        1,
+        "{run}"
+    );
+    assert_eq!(sb.accounts()["K-2"]["email"], "k2@example.com");
 }
 
 /// A setting that changes how rows are checked makes the index miss, so a row confirmed

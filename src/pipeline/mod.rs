@@ -6,6 +6,7 @@
 
 mod decide;
 mod events;
+mod journal;
 mod produce;
 mod progress;
 
@@ -99,6 +100,7 @@ pub struct RunResult {
 struct Ctx {
     config: Config,
     cache: Cache,
+    run_id: String,
     address_types: Vec<String>,
     today: chrono::NaiveDate,
     opts: RunOptions,
@@ -213,6 +215,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         cache: cache.clone(),
+        run_id: run_id.clone(),
         address_types: config.columns.addresses.keys().cloned().collect(),
         today: started.date_naive(),
         cancel: sender.cancel.clone(),

@@ -9,6 +9,7 @@ use csv::ByteRecord;
 use tokio::sync::mpsc;
 
 use super::events::{Batch, Event, delivered_event, recorded};
+use super::journal::journal;
 use super::{Ctx, Duplicates, Job, RowSeed, RunError, open_checked};
 use crate::model::Position;
 use crate::read::line_of;
@@ -32,8 +33,15 @@ where
         return produced?;
     }
     let (jobs, job_rx) = mpsc::channel::<Job>(ctx.config.rate.max_in_flight * 2 + 16);
-    let send = tokio::spawn(sender.clone().run(job_rx, events.clone(), delivered_event));
+    let (durable, durable_rx) = mpsc::channel::<Job>(ctx.config.rate.max_in_flight);
+    let ahead = tokio::spawn(journal(ctx.clone(), sender.clone(), job_rx, durable));
+    let send = tokio::spawn(
+        sender
+            .clone()
+            .run(durable_rx, events.clone(), delivered_event),
+    );
     let produced = tokio::task::spawn_blocking(move || produce(Some(&jobs))).await;
+    ahead.await?;
     send.await?;
     recorded(events).await;
     produced?
@@ -136,7 +144,15 @@ pub(super) fn replay_earlier(
             pending: true,
             rejection: false,
         };
-        let step = decider.fields(Origin::Earlier, pos, reference, pending.fields, stale, None)?;
+        let step = decider.fields(
+            Origin::Earlier,
+            pos,
+            reference,
+            pending.fields,
+            stale,
+            None,
+            &pending.uncertain,
+        )?;
         if !ctx.dispatch(step, jobs, &mut out) {
             return Ok(false);
         }
