@@ -232,22 +232,24 @@ impl Decider<'_> {
             if lines.len() > 10 {
                 list.push(format!("and {} more", lines.len() - 10));
             }
+            let mut message = format!(
+                "accountreference is on more than one row of this file (lines {}); none of them was sent",
+                list.join(", ")
+            );
+            // CONTRACT §4: a duplicate is reported as `duplicate` only. A row that is also
+            // malformed says so in the same message, so the data team fixes both at once.
+            let mapped = map_record(layout, record, self.date_formats);
+            if mapped.malformed {
+                let why: Vec<&str> = mapped.problems.iter().map(|p| p.message.as_str()).collect();
+                message.push_str(&format!("; this row is also malformed: {}", why.join("; ")));
+            }
             let problem = Problem {
                 category: Category::Duplicate,
                 http_status: None,
                 field: "accountreference".into(),
-                message: format!(
-                    "accountreference is on more than one row of this file (lines {}); none of them was sent",
-                    list.join(", ")
-                ),
+                message,
             };
-            // A duplicate that is also malformed says both, so the data team fixes both.
-            let mut problems = vec![problem];
-            let mapped = map_record(layout, record, self.date_formats);
-            if mapped.malformed {
-                problems.extend(mapped.problems);
-            }
-            return Ok(done(reference.to_owned(), problems));
+            return Ok(done(reference.to_owned(), vec![problem]));
         }
         let mut mapped = map_record(layout, record, self.date_formats);
         let reference = mapped.reference.take().unwrap_or_default();
