@@ -137,7 +137,20 @@ impl Problem {
             ..Problem::invalid(field, message)
         }
     }
+
+    /// A record the run did not get to send, or whose answer it stopped waiting for,
+    /// because it was stopped: kept for the next run, and no fault of the record's.
+    pub fn cut_short(&self) -> bool {
+        self.category == Category::Failed
+            && self.http_status.is_none()
+            && (self.message == NOT_SENT_STOPPED || self.message == NOT_ANSWERED_INTERRUPTED)
+    }
 }
+
+/// The `failed` messages of records a stopped run left for the next one.
+pub const NOT_SENT_STOPPED: &str = "not sent: the run was stopped";
+pub const NOT_ANSWERED_INTERRUPTED: &str =
+    "interrupted before the API answered; kept for the next run";
 
 /// One field the API is (or would be) asked to change.
 #[derive(Clone, Debug, PartialEq, Eq)]

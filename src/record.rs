@@ -82,6 +82,9 @@ pub struct Recorder {
     confirm_until: usize,
     pub files: Vec<Counts>,
     pub earlier: Counts,
+    /// Of the `failed`, those the run did not send or stopped waiting for because it was
+    /// stopped: an interrupted run's exit status leaves them out (they wait for the next).
+    pub cut_short: u64,
     live: Arc<Live>,
 }
 
@@ -97,6 +100,7 @@ impl Recorder {
             },
             files: vec![Counts::default(); files],
             earlier: Counts::default(),
+            cut_short: 0,
             live: Arc::default(),
         }
     }
@@ -175,6 +179,7 @@ impl Recorder {
                 attempted,
             } => {
                 counts.failed += 1;
+                self.cut_short += u64::from(problem.cut_short());
                 self.report.problem(&o.pos, r, &problem)?;
                 tracing::debug!(reference = r, status = ?problem.http_status, "Failed; kept for the next run.");
                 let pending = Pending {
@@ -191,7 +196,7 @@ impl Recorder {
         Ok(())
     }
 
-    pub fn into_report(self) -> (Report, Vec<Counts>, Counts) {
-        (self.report, self.files, self.earlier)
+    pub fn into_report(self) -> (Report, Vec<Counts>, Counts, u64) {
+        (self.report, self.files, self.earlier, self.cut_short)
     }
 }

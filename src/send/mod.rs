@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Retry;
-use crate::model::{Category, Patch, Problem};
+use crate::model::{Category, NOT_ANSWERED_INTERRUPTED, NOT_SENT_STOPPED, Patch, Problem};
 use client::Client;
 use retry::Decision;
 use throttle::Throttle;
@@ -188,8 +188,7 @@ impl Sender {
             };
             self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             let Some(answer) = answer else {
-                let why = "interrupted before the API answered; kept for the next run";
-                return Delivery::Failed(failed(None, why.into()));
+                return Delivery::Failed(failed(None, NOT_ANSWERED_INTERRUPTED.into()));
             };
             let decision = match answer {
                 Ok(a) => {
@@ -251,7 +250,7 @@ impl Sender {
         }
         let (status, detail) = last;
         if self.cancel.is_cancelled() || detail.is_empty() {
-            return Delivery::Failed(failed(None, "not sent: the run was stopped".into()));
+            return Delivery::Failed(failed(None, NOT_SENT_STOPPED.into()));
         }
         Delivery::Failed(failed(
             status,
