@@ -2,13 +2,15 @@
 //! account reference:
 //! - `confirmed`: the values the API last confirmed (2xx), what the diff compares against;
 //! - `rejected`: a row the API rejected permanently, so an unchanged row is not resent;
-//! - `outbox`: a row that failed transiently, retried on the next run even if the next
-//!   export no longer has it;
+//! - `outbox`: a row not confirmed yet: written before its request starts (write-ahead),
+//!   kept when it failed transiently, retried on the next run even if the next export no
+//!   longer has it;
 //! - `digests`: a fingerprint of the last row confirmed in full, the fast path to
 //!   "unchanged".
 //!
-//! Beside sled sits the row index (`index.rs`), the faster path to "unchanged" that needs no
-//! sled read at all.
+//! Beside sled sit the row index (`index.rs`), the faster path to "unchanged" that needs no
+//! sled read at all, and the open records file (`admin.rs`), what recovery keeps of a
+//! damaged cache without a backup.
 
 mod admin;
 mod index;
@@ -334,6 +336,9 @@ impl Cache {
     pub fn close(&self) -> Result<(), CacheError> {
         if let Some(t) = self.inner.trees.get() {
             t.db.flush()?;
+        }
+        if let Err(error) = self.write_open_records() {
+            tracing::warn!(%error, "Cannot write the open records file.");
         }
         self.save_row_index()
     }

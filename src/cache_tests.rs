@@ -311,3 +311,50 @@ fn a_dropped_retry_takes_its_uncertain_fields_out_of_the_confirmed_values() {
     assert!(!cache.confirmed("C").unwrap().contains_key("email"));
     assert_eq!(cache.row_digest("C").unwrap(), None);
 }
+
+#[test]
+fn without_a_backup_a_damaged_cache_still_keeps_its_open_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    {
+        let cache = Cache::open(&path, 16).unwrap();
+        cache
+            .confirm("A", &[change("email", "a@b.co")], [7; 16])
+            .unwrap();
+        let mut kept = pending("r1");
+        kept.fields = Fields::from([("email".to_owned(), Value::Text("b@b.co".into()))]);
+        cache.keep_pending("B", &kept, false).unwrap();
+        assert_eq!(
+            cache.write_open_records().unwrap(),
+            1,
+            "B only: A is not open"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200)); // sled's flusher lets go
+    let db = path.join("db");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0xA5; len.max(4096)]).unwrap();
+
+    let (cache, what) = (0..200)
+        .find_map(|_| match Cache::open_or_recover(&path, 16, None) {
+            Err(CacheError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+            other => Some(other),
+        })
+        .expect("stayed locked")
+        .unwrap_or_else(|e| panic!("not recovered: {e}"));
+    let what = what.expect("the damage is reported");
+    assert!(what.contains("restored 1 kept retries"), "{what}");
+    let b = cache
+        .pending("B")
+        .unwrap()
+        .expect("the kept retry survives");
+    assert_eq!(b.fields["email"], Value::Text("b@b.co".into()));
+    assert_eq!(
+        cache.confirmed("A").unwrap(),
+        Fields::new(),
+        "A is sent again"
+    );
+}

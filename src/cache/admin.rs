@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::{Cache, CacheError, Pending, Rejection};
 use crate::model::Fields;
 
+/// In the cache folder: the kept retries and remembered rejections, as `cache export` lines.
+const OPEN_RECORDS: &str = "open-records.jsonl";
+
 /// One account in `cache export` / `cache import`: one JSON object a line, so a backup of a
 /// million accounts streams both ways and diffs and greps line by line.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -93,17 +96,18 @@ impl Cache {
         })?;
         tracing::error!(cache = %path.display(), moved_to = %aside.display(), error = %source, "The cache is damaged; it was moved aside and a new one started.");
         let cache = Cache::open(path, memory_mb)?;
+        let open_records = aside.join(OPEN_RECORDS);
         let restored = match backup.filter(|b| b.exists()) {
-            Some(b) => {
-                let file = File::open(b).map_err(|e| CacheError::Copy {
-                    path: b.to_path_buf(),
-                    source: e,
-                })?;
-                let n = cache
-                    .import(b, std::io::BufReader::new(file), false)
-                    .map_err(|e| CacheError::Recover(e.to_string()))?;
-                format!("restored {n} references from the backup {}", b.display())
-            }
+            Some(b) => format!(
+                "restored {} references from the backup {}",
+                restore(&cache, b)?,
+                b.display()
+            ),
+            None if open_records.exists() => format!(
+                "restored {} kept retries and remembered rejections from {} (no [cache].backup_file: every account's confirmed values are gone, so each is sent again)",
+                restore(&cache, &open_records)?,
+                open_records.display()
+            ),
             None => {
                 "no backup ([cache].backup_file) to restore: every account is sent again".into()
             }
@@ -118,6 +122,21 @@ impl Cache {
 
     /// Writes a `cache export` to `file` atomically (a temporary file beside it, renamed).
     pub fn write_backup(&self, file: &Path) -> Result<u64, AdminError> {
+        self.write_export(file, false)
+    }
+
+    /// Writes the open records file inside the cache folder: every kept retry and
+    /// remembered rejection, which a damaged cache must not take with it. It is small (it
+    /// grows with the open records, not the accounts), so every run that writes the cache
+    /// writes it, backup file or not; recovery reads it from the folder moved aside.
+    pub fn write_open_records(&self) -> Result<u64, AdminError> {
+        match &self.inner.home {
+            Some(home) => self.write_export(&home.join(OPEN_RECORDS), true),
+            None => Ok(0),
+        }
+    }
+
+    fn write_export(&self, file: &Path, open_only: bool) -> Result<u64, AdminError> {
         let tmp = file.with_extension("tmp");
         let out = std::fs::OpenOptions::new()
             .write(true)
@@ -126,9 +145,13 @@ impl Cache {
             .mode(0o600)
             .open(&tmp)?;
         let mut out = std::io::BufWriter::new(out);
-        let n = self.export(&mut out)?;
+        let n = self.export_where(&mut out, open_only)?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, file)?;
+        // The rename itself is durable only once the folder is synced.
+        if let Some(dir) = file.parent() {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(n)
     }
 
@@ -171,12 +194,21 @@ impl Cache {
     /// Writes every reference the cache knows (confirmed values, a remembered rejection or a
     /// pending retry) as a JSON line, in reference order. Returns how many lines.
     pub fn export(&self, out: &mut impl Write) -> Result<u64, AdminError> {
+        self.export_where(out, false)
+    }
+
+    /// `open_only`: just the references with a remembered rejection or a pending retry,
+    /// without confirmed values: the open records file.
+    fn export_where(&self, out: &mut impl Write, open_only: bool) -> Result<u64, AdminError> {
         let t = self.trees()?;
         let mut refs: Vec<sled::IVec> = Vec::new();
         let mut n = 0;
-        // The three trees are each in key order: merge them into one pass per account.
-        let mut iters =
-            [t.confirmed.iter(), t.rejected.iter(), t.outbox.iter()].map(|i| i.keys().peekable());
+        // The trees are each in key order: merge them into one pass per account.
+        let trees: &[&sled::Tree] = match open_only {
+            true => &[&t.rejected, &t.outbox],
+            false => &[&t.confirmed, &t.rejected, &t.outbox],
+        };
+        let mut iters: Vec<_> = trees.iter().map(|t| t.iter().keys().peekable()).collect();
         loop {
             refs.clear();
             for it in &mut iters {
@@ -193,7 +225,10 @@ impl Cache {
                 }
             }
             let reference = String::from_utf8_lossy(&next).into_owned();
-            if let Some(entry) = self.entry(&reference)? {
+            if let Some(mut entry) = self.entry(&reference)? {
+                if open_only {
+                    entry.confirmed.clear();
+                }
                 serde_json::to_writer(&mut *out, &entry).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
                 n += 1;
@@ -257,6 +292,17 @@ impl Cache {
         t.db.flush()?;
         Ok(entries.len() as u64)
     }
+}
+
+/// Imports a backup into a new cache, for recovery.
+fn restore(cache: &Cache, file: &Path) -> Result<u64, CacheError> {
+    let input = File::open(file).map_err(|e| CacheError::Copy {
+        path: file.to_path_buf(),
+        source: e,
+    })?;
+    cache
+        .import(file, std::io::BufReader::new(input), false)
+        .map_err(|e| CacheError::Recover(e.to_string()))
 }
 
 fn encode_json<T: Serialize>(reference: &str, value: &T) -> Result<Vec<u8>, CacheError> {

@@ -264,6 +264,14 @@ pub async fn run(
         // The index only saves time: without it the next run decides every row in full.
         tracing::warn!(%error, "Cannot write the row index; the next run checks every row in full.");
     }
+    if failure.is_none() && !opts.dry_run {
+        let cache = cache.clone();
+        match tokio::task::spawn_blocking(move || cache.write_open_records()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Cannot write the open records file."),
+            Err(error) => tracing::warn!(%error, "Cannot write the open records file."),
+        }
+    }
     // An interrupted run leaves the backup to the next complete one: writing a million
     // accounts could outlast the shutdown deadline, and the last backup is still valid.
     let interrupted = sender.interrupted();
