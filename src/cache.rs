@@ -1,4 +1,4 @@
-//! The cache: sled behind one small type, holding no domain logic. Three trees, each keyed by
+//! The cache: sled behind one small type, holding no domain logic. Four trees, each keyed by
 //! account reference:
 //! - `confirmed`: the values the API last confirmed (2xx), what the diff compares against;
 //! - `rejected`: a row the API rejected permanently, so an unchanged row is not resent;

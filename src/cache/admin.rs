@@ -72,8 +72,9 @@ impl Cache {
     /// [`Cache::open`], and when sled reports the database corrupt (an abrupt kill can do
     /// that to sled 0.34: spacejam/sled #1527, #1533): move it aside as
     /// `{path}.damaged-{time}`, start a new one, and restore the last backup into it when
-    /// there is one. Returns what was done, for the log and the summary. Without a backup the
-    /// new cache is empty: the next run sends every field again, which loses nothing.
+    /// there is one, else the open records file of the folder moved aside. Returns what was
+    /// done, for the log and the summary. Without a backup the confirmed values are gone: the
+    /// next run sends every field again, which loses nothing.
     pub fn open_or_recover(
         path: &Path,
         memory_mb: u64,
