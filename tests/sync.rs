@@ -7,9 +7,10 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use util::{Conf, Sandbox, Workdir, by_reference, numbered_export, small_export};
+use util::{Conf, Sandbox, Workdir, by_reference, numbered_export, small_export, wait_for};
 
 /// Tests run in parallel threads; the one that measures arrival times runs alone so the
 /// other tests' processes do not stall the sandbox under it. Every other test holds it
@@ -575,10 +576,25 @@ fn a_changed_limit_is_applied_to_rows_the_index_knows() {
     );
 }
 
+/// What the product logs at debug (`ACCOUNTSYNC_LOG`) once its SIGTERM/SIGINT handlers are in
+/// place: from then on a signal stops the run cleanly instead of ending the process.
+const HANDLERS_INSTALLED: &str = "SIGTERM/SIGINT handlers installed";
+
+/// `accountsync run ARGS` with debug logs from accountsync itself (not its dependencies).
+fn debug_run(wd: &Workdir, args: &[&str]) -> std::process::Command {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    let mut cmd = wd.command(&full);
+    cmd.env("ACCOUNTSYNC_LOG", "info,accountsync=debug");
+    cmd
+}
+
 /// SIGTERM while `run` waits for the inbox's files to settle (1 s): nothing is read or sent,
-/// the files stay in the inbox, and the exit status is 1, not 0: the night was not synced.
+/// the files stay in the inbox, the report says interrupted, and the exit status is 1, not
+/// 0: the night was not synced.
 #[test]
 fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
+    let _timing = shared();
     let wd = Workdir::new("sigterm-settle");
     let sb = Sandbox::start(&wd, &[]);
     wd.configure(&Conf {
@@ -587,19 +603,23 @@ fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
     });
     std::fs::create_dir_all(wd.path("archive")).expect("archive");
     wd.write("inbox/crm-1.csv", numbered_export("Q", 5));
-    let before = wd.run_dirs();
-    let mut cmd = wd.command(&["run"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the run");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
-    let run = wd.wait(format!("{cmd:?}"), child, before);
-    run.expect_code(1);
+    let mut child = wd.spawn_logged(debug_run(&wd, &[]), "run");
+    // The handlers are installed before the run lists the inbox and starts its 1 s settle,
+    // so a signal sent once the line is logged lands in the settle (or just before it, which
+    // cancels it at once). The one timing assumption left is that this thread sends the
+    // signal within the settle's 1 s of seeing the line; the message below says when not.
+    child.wait_for_log(HANDLERS_INSTALLED, Duration::from_secs(30));
+    let seen = Instant::now();
+    child.signal(libc::SIGTERM);
+    let late = seen.elapsed();
+    let run = child.finish(&wd);
+    assert_eq!(
+        run.count("rows_read"),
+        0,
+        "rows were read: the signal came {late:?} after the handlers' line, past the settle?\n{run}"
+    );
     assert_eq!(run.summary()["interrupted"], true, "{run}");
-    assert_eq!(run.count("rows_read"), 0, "{run}");
+    run.expect_code(1);
     assert_eq!(sb.request_count(), 0);
     assert!(
         wd.path("inbox/crm-1.csv").exists(),
@@ -609,15 +629,15 @@ fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
 }
 
 /// SIGTERM mid-run: the process stops reading, lets requests in flight answer, records
-/// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`)
-/// within `[shutdown].deadline_secs`.
+/// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`, "not
+/// sent: the run was stopped", and kept) within `[shutdown].deadline_secs`.
 /// The next run sends exactly the accounts the API had not confirmed: none lost, none that
 /// was confirmed sent again.
 #[test]
 fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confirmed() {
     let _timing = shared();
     let wd = Workdir::new("sigterm");
-    // 150 ms per request and 4 in flight: 200 rows take about 8 s, the signal comes at 1.5 s.
+    // 150 ms per request and 4 in flight: 200 rows take about 8 s.
     let sb = Sandbox::start(&wd, &["--latency-ms", "150"]);
     wd.configure(&Conf {
         max_in_flight: 4,
@@ -627,25 +647,35 @@ fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confir
     });
     let file = wd.write("n.csv", numbered_export("T", 200));
     let path = file.display().to_string();
-    let before = wd.run_dirs();
-    let mut cmd = wd.command(&["run", &path]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the run");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let signalled = std::time::Instant::now();
-    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
-    let run = wd.wait(format!("{cmd:?}"), child, before);
+    let child = wd.spawn_logged(wd.command(&["run", &path]), "run");
+    // Signalled once 8 requests reached the sandbox (two rounds of 4 in flight): sending is
+    // under way however slowly the process started, and with the send queue bounded
+    // (max_in_flight * 2 + 16 rows) the reader is far from row 200.
+    wait_for("8 requests at the sandbox", Duration::from_secs(30), || {
+        (sb.request_count() >= 8).then_some(())
+    });
+    let signalled = Instant::now();
+    child.signal(libc::SIGTERM);
+    let run = child.finish(&wd);
     let took = signalled.elapsed();
-    // Rows read but not sent are `failed` (kept for the next run), so CONTRACT §1's table
-    // gives 1: a script must not read an interrupted run as "all in sync".
     assert!(
         run.count("failed") > 0,
         "rows should be queued at the signal\n{run}"
     );
+    let own: Vec<_> = run
+        .errors()
+        .into_iter()
+        .filter(|e| e["message"] != "not sent: the run was stopped")
+        .collect();
+    assert!(
+        own.is_empty() && run.count("rejected") == 0,
+        "rows rejected or failed for a reason of their own: {own:#?}\n{run}"
+    );
+    // Rows read but not sent are `failed` (kept for the next run), so CONTRACT §1's table
+    // gives 1: a script must not read an interrupted run as "all in sync".
     run.expect_code(1);
+    // 5 s is `deadline_secs`, the product's own bound for stopping; measured from kill(2),
+    // so it also covers the report, the cache flush and the process exit.
     assert!(
         took.as_secs_f64() < 5.0,
         "exit took {took:?} after SIGTERM\n{run}"
