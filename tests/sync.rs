@@ -590,10 +590,10 @@ fn debug_run(wd: &Workdir, args: &[&str]) -> std::process::Command {
 }
 
 /// SIGTERM while `run` waits for the inbox's files to settle (1 s): nothing is read or sent,
-/// the files stay in the inbox, the report says interrupted, and the exit status is 1, not
-/// 0: the night was not synced.
+/// the files stay in the inbox, the report says interrupted, and the run exits 0: it was
+/// asked to stop and did, and no record of its own was rejected or failed.
 #[test]
-fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
+fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_0() {
     let _timing = shared();
     let wd = Workdir::new("sigterm-settle");
     let sb = Sandbox::start(&wd, &[]);
@@ -619,7 +619,10 @@ fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
         "rows were read: the signal came {late:?} after the handlers' line, past the settle?\n{run}"
     );
     assert_eq!(run.summary()["interrupted"], true, "{run}");
-    run.expect_code(1);
+    // Expects the change "SIGTERM during a run: exit 0 within the deadline" (not merged into
+    // this branch yet, where this still exits 1): an interrupted run exits 0 unless records
+    // were rejected or failed for reasons of their own.
+    run.expect_code(0);
     assert_eq!(sb.request_count(), 0);
     assert!(
         wd.path("inbox/crm-1.csv").exists(),
@@ -629,8 +632,9 @@ fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
 }
 
 /// SIGTERM mid-run: the process stops reading, lets requests in flight answer, records
-/// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`, "not
-/// sent: the run was stopped", and kept) within `[shutdown].deadline_secs`.
+/// them, writes a report marked interrupted and exits 0 within `[shutdown].deadline_secs`:
+/// the rows left unsent are `failed` ("not sent: the run was stopped") and kept, and no
+/// record failed or was rejected for a reason of its own.
 /// The next run sends exactly the accounts the API had not confirmed: none lost, none that
 /// was confirmed sent again.
 #[test]
@@ -671,9 +675,11 @@ fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confir
         own.is_empty() && run.count("rejected") == 0,
         "rows rejected or failed for a reason of their own: {own:#?}\n{run}"
     );
-    // Rows read but not sent are `failed` (kept for the next run), so CONTRACT §1's table
-    // gives 1: a script must not read an interrupted run as "all in sync".
-    run.expect_code(1);
+    // Expects the change "SIGTERM during a run: exit 0 within the deadline" (not merged into
+    // this branch yet, where this still exits 1): the rows left unsent are listed as
+    // `failed` and the report says `interrupted`, but only rows rejected or failed for
+    // reasons of their own make the exit status 1.
+    run.expect_code(0);
     // 5 s is `deadline_secs`, the product's own bound for stopping; measured from kill(2),
     // so it also covers the report, the cache flush and the process exit.
     assert!(
