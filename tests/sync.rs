@@ -319,6 +319,88 @@ fn a_server_error_is_retried_then_kept_for_the_next_run() {
     );
 }
 
+/// Network errors on every attempt (nothing listens at the URL): the record is `failed`
+/// with no HTTP status and a message naming the attempts, kept, and sent by a later run
+/// against an API that answers, from an export that no longer has it.
+#[test]
+fn a_record_that_met_only_network_errors_is_failed_kept_and_sent_later() {
+    let _timing = shared();
+    let wd = Workdir::new("refused");
+    let sb = Sandbox::start(&wd, &[]);
+    // Bound but never listening: every connect to it is refused, and no other process can
+    // take the port while the socket lives.
+    let closed =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let port = closed
+        .local_addr()
+        .expect("local_addr")
+        .as_socket()
+        .expect("an IP address")
+        .port();
+    let working = Conf {
+        max_attempts: 2,
+        ..Conf::new(&sb)
+    };
+    wd.configure(&Conf {
+        base_url: format!("http://127.0.0.1:{port}/rest/api"),
+        ..working.clone()
+    });
+    let night1 = wd.write(
+        "night1.csv",
+        small_export(&[("N-1", "n1@example.com", "Nia", "Ng")]),
+    );
+    let night1 = night1.display().to_string();
+    let run1 = wd.run(&[&night1]);
+    run1.expect_code(1);
+    run1.expect_counts(1, 0, 0, 0, 1);
+    let errors = run1.errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}\n{run1}");
+    let e = &errors[0];
+    assert_eq!(
+        [
+            &e["file"],
+            &e["line"],
+            &e["accountreference"],
+            &e["category"],
+            &e["http_status"]
+        ],
+        [&night1, "2", "N-1", "failed", ""],
+        "{e:?}\n{run1}"
+    );
+    let last = e["message"]
+        .strip_prefix("gave up after 2 attempts; last: ")
+        .unwrap_or_else(|| panic!("message {:?}\n{run1}", e["message"]));
+    assert!(!last.is_empty(), "no last error in {:?}", e["message"]);
+    assert_eq!(run1.count("requests_sent"), 2, "{run1}");
+    assert_eq!(sb.request_count(), 0);
+
+    // The API is reachable again; the next export has another account only. N-1 is sent
+    // anyway, once, with its values.
+    wd.configure(&working);
+    let night2 = wd.write(
+        "night2.csv",
+        small_export(&[("O-1", "o1@example.com", "Oli", "Oh")]),
+    );
+    let run2 = wd.run(&[&night2.display().to_string()]);
+    run2.expect_code(0);
+    run2.expect_counts(1, 0, 1, 0, 0);
+    assert_eq!(run2.count("retried_from_earlier_runs.updated"), 1, "{run2}");
+    let requests = sb.requests();
+    let grouped = by_reference(&requests);
+    let kept = grouped.get("N-1").map(Vec::as_slice).unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{requests:#?}\n{run2}");
+    assert_eq!(kept[0].status, 200);
+    assert_eq!(
+        kept[0].body,
+        json!({"email": "n1@example.com", "firstname": "Nia", "lastname": "Ng"}),
+        "the kept record changed"
+    );
+    drop(closed);
+}
+
 #[test]
 fn retry_rejected_resends_a_remembered_rejection_and_a_plain_rerun_does_not() {
     let _timing = shared();
