@@ -196,6 +196,71 @@ fn no_request_starts_before_retry_after_has_passed() {
     assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
 }
 
+/// The pause is the whole sender's, not the throttled task's: with 8 requests in flight the
+/// other 7 tasks have rows to send all along, yet nothing reaches the API between a 429 and
+/// the end of its `Retry-After`.
+#[test]
+fn a_429_pauses_every_request_in_flight_not_only_its_own_task() {
+    let _timing = exclusive();
+    let wd = Workdir::new("retry-after-8");
+    let sb = Sandbox::start(&wd, &["--rate-limit", "5"]);
+    wd.configure(&Conf {
+        requests_per_second: 100.0,
+        burst: 20,
+        max_in_flight: 8,
+        // 8 requests race for 5 slots a second: many attempts get a 429 (not what this test
+        // is about, so no record may give up).
+        max_attempts: 30,
+        ..Conf::new(&sb)
+    });
+    let n = 20;
+    let file = wd.write("export.csv", numbered_export("P-", n));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(0);
+    run.expect_counts(n as u64, 0, n as u64, 0, 0);
+
+    let requests = sb.requests();
+    let throttled: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !throttled.is_empty(),
+        "the sandbox never throttled: nothing tested"
+    );
+    // The sandbox answers `Retry-After: 1` (whole seconds) and stamps `received_ms` when a
+    // request arrives. The product's pause starts when it *receives* the 429, later than
+    // that stamp, and requests already on their way then (up to 7 others) may still arrive:
+    // SLACK_MS covers the 429's trip back, the product reading it, and those requests'
+    // trip over the loopback, which a loaded 2-core machine can stretch to tens of ms (this
+    // test holds the TIMING lock alone to keep that rare). After that nothing may arrive
+    // until the second has passed, less 5 ms of timer granularity (tokio rounds timers to
+    // whole milliseconds). A pause of only the throttled task fails by far: the other
+    // tasks go on at the (adaptive) rate, dozens of ms apart, through the whole second.
+    const SLACK_MS: f64 = 100.0;
+    const TIMER_MS: f64 = 5.0;
+    let mut early = Vec::new();
+    for t in &throttled {
+        let (from, to) = (t.received_ms + SLACK_MS, t.received_ms + 1000.0 - TIMER_MS);
+        for r in requests
+            .iter()
+            .filter(|r| r.received_ms > from && r.received_ms < to)
+        {
+            early.push(format!(
+                "#{} ({:?}) arrived {:.1} ms after the 429 of #{}",
+                r.seq,
+                r.reference,
+                r.received_ms - t.received_ms,
+                t.seq
+            ));
+        }
+    }
+    assert!(
+        early.is_empty(),
+        "{} requests arrived within a 429's Retry-After (1 s), e.g.:\n  {}\n{run}",
+        early.len(),
+        early[..early.len().min(10)].join("\n  ")
+    );
+    assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
+}
+
 #[test]
 fn requests_never_exceed_the_rate_ceiling() {
     let _timing = exclusive();
