@@ -230,6 +230,104 @@ fn dry_run_sends_nothing_keeps_the_cache_and_predicts_the_changes() {
     );
 }
 
+/// CONTRACT §1: `run --dry-run` exits 1 only for what it knows is rejected (local rules, or
+/// a rejection remembered from a real run); updates it would send are no reason, since it
+/// cannot foresee the API's answers.
+#[test]
+fn dry_run_exits_0_for_updates_it_would_send_and_1_for_a_remembered_rejection() {
+    let wd = Workdir::new("dry-run-exit");
+    // K-1 and K-2 exist, and K-3 holds the e-mail K-2's row asks for (409); GONE-1 does not
+    // exist (404).
+    let accounts = wd.write(
+        "accounts.csv",
+        "accountreference,email\nK-1,k1@legacy.example.com\nK-2,k2@legacy.example.com\nK-3,taken@example.com\n",
+    );
+    let sb = Sandbox::start(&wd, &["--accounts", &accounts.display().to_string()]);
+    wd.configure(&Conf::new(&sb));
+    let night = |k1_email: &str| {
+        small_export(&[
+            ("K-1", k1_email, "Kim", "Ko"),
+            ("K-2", "taken@example.com", "Kai", "Ka"),
+            ("GONE-1", "gone@example.com", "Gus", "Go"),
+        ])
+    };
+    let night1 = wd.write("night1.csv", night("k1@example.com"));
+    let night1 = night1.display().to_string();
+    // (line, reference, category, http_status, message) of errors.csv, in line order (the
+    // file is in completion order).
+    let rejections = |run: &Run| {
+        let mut rows: Vec<[String; 5]> = run
+            .errors()
+            .into_iter()
+            .map(|e| {
+                [
+                    "line",
+                    "accountreference",
+                    "category",
+                    "http_status",
+                    "message",
+                ]
+                .map(|k| e[k].clone())
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+
+    // Nothing known to be rejected: every row would be sent, and that is exit 0.
+    let dry1 = wd.run(&["--dry-run", &night1]);
+    dry1.expect_code(0);
+    dry1.expect_counts(3, 0, 3, 0, 0);
+    assert!(rejections(&dry1).is_empty(), "{dry1}");
+    assert_eq!(sb.request_count(), 0, "the dry run sent requests\n{dry1}");
+
+    // The real run meets the API's 409 and 404.
+    let real = wd.run(&[&night1]);
+    real.expect_code(1);
+    real.expect_counts(3, 0, 1, 2, 0);
+    let rejected = rejections(&real);
+    let kinds: Vec<_> = rejected
+        .iter()
+        .map(|r| [r[1].as_str(), r[2].as_str(), r[3].as_str()])
+        .collect();
+    assert_eq!(
+        kinds,
+        [["K-2", "conflict", "409"], ["GONE-1", "not_found", "404"]],
+        "{real}"
+    );
+    let sent = sb.request_count();
+
+    // Night 2 changes K-1 again and repeats the rejected rows unchanged: the dry run would
+    // send K-1 and knows the two rejections, listed as the real run reported them; the
+    // remembered rejections alone make it exit 1.
+    let night2 = wd.write("night2.csv", night("k1-new@example.com"));
+    let dry2 = wd.run(&["--dry-run", &night2.display().to_string()]);
+    dry2.expect_code(1);
+    dry2.expect_counts(3, 0, 1, 2, 0);
+    assert_eq!(rejections(&dry2), rejected, "{dry2}");
+    assert_eq!(
+        sb.request_count(),
+        sent,
+        "the dry run sent requests\n{dry2}"
+    );
+    let would: Vec<_> = dry2
+        .changes()
+        .into_iter()
+        .map(|c| {
+            [
+                c["accountreference"].clone(),
+                c["field"].clone(),
+                c["new"].clone(),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        would,
+        [["K-1", "email", "k1-new@example.com"].map(String::from)],
+        "{dry2}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Input files
 

@@ -4,12 +4,13 @@
 
 mod util;
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use util::{Conf, Sandbox, Workdir, numbered_export, wait_for};
+use util::{Conf, Sandbox, Workdir, by_reference, numbered_export, wait_for};
 
 /// A daemon process whose stderr goes to a file the test can read while it runs.
 struct Daemon {
@@ -19,8 +20,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(wd: &Workdir) -> Daemon {
-        let log = wd.path("daemon.log");
-        let mut cmd = wd.command(&["daemon"]);
+        Daemon::start_with(wd, &["daemon"], "daemon.log")
+    }
+
+    /// `accountsync ARGS`, its stderr in `log_name`.
+    fn start_with(wd: &Workdir, args: &[&str], log_name: &str) -> Daemon {
+        let log = wd.path(log_name);
+        let mut cmd = wd.command(args);
         cmd.stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
         Daemon {
@@ -223,4 +229,94 @@ fn sigterm_stops_a_daemon_mid_run_with_an_interrupted_report() {
         wd.path("inbox/crm-1.csv").exists(),
         "an interrupted file stays in the inbox for the next run"
     );
+}
+
+/// "Nothing lost", the daemon's way (CONTRACT §1: after SIGTERM requests in flight finish,
+/// rows not yet sent are left for the next run): a daemon stopped mid-run exits 0, and a
+/// second one on the same inbox and cache sends exactly the records the first did not get
+/// confirmed: every account reaches the API, none confirmed is sent again.
+#[test]
+fn a_daemon_stopped_mid_run_leaves_exactly_the_unconfirmed_records_to_the_next_one() {
+    let wd = Workdir::new("daemon-nothing-lost");
+    // 150 ms a request, 4 in flight: the 100 rows take about 4 s.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "150"]);
+    wd.configure(&Conf {
+        max_in_flight: 4,
+        // New Year's midnight: no tick while the test runs; each daemon runs once, at start.
+        extra: "[schedule]\ncron = \"0 0 0 1 1 *\"\n[shutdown]\ndeadline_secs = 5\n".into(),
+        ..conf(&sb, &wd)
+    });
+    let n = 100;
+    wd.write("inbox/crm-1.csv", numbered_export("L", n));
+    let all: BTreeSet<String> = (1..=n).map(|i| format!("L{i:03}")).collect();
+
+    let first = Daemon::start_with(&wd, &["daemon", "--run-now"], "daemon-1.log");
+    // Mid-run by the sandbox's log, not by a clock: the 1 s settle is over and sending has
+    // gone two rounds of 4, however slowly the daemon started.
+    wait_for("8 requests at the sandbox", Duration::from_secs(30), || {
+        (sb.request_count() >= 8).then_some(())
+    });
+    let log1 = first.log.clone();
+    // 5 s is `deadline_secs`: the run's own bound for stopping (its requests in flight get
+    // 3 s of it, at 150 ms each).
+    assert_eq!(
+        first.stop(Duration::from_secs(5)),
+        0,
+        "exit 0 within the deadline\n{}",
+        std::fs::read_to_string(&log1).unwrap_or_default()
+    );
+    let run1 = sb.requests();
+    let confirmed: BTreeSet<String> = run1
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.reference.clone())
+        .collect();
+    let spans = run_spans(&wd);
+    assert_eq!(spans.len(), 1, "one report after the first daemon");
+    let report1 = &spans[0].2;
+    assert_eq!(report1["interrupted"], true, "{report1:#}");
+    assert_eq!(
+        report1["updated"].as_u64(),
+        Some(confirmed.len() as u64),
+        "updated = what the API confirmed: {report1:#}"
+    );
+    assert!(
+        confirmed.len() < n,
+        "the signal should land mid-run: all {n} confirmed"
+    );
+    assert!(
+        wd.path("inbox/crm-1.csv").exists(),
+        "an interrupted file stays in the inbox for the next run"
+    );
+
+    let second = Daemon::start_with(&wd, &["daemon", "--run-now"], "daemon-2.log");
+    wait_for("the second run's report", Duration::from_secs(60), || {
+        (run_spans(&wd).len() == 2).then_some(())
+    });
+    assert_eq!(second.stop(Duration::from_secs(5)), 0);
+    let spans = run_spans(&wd);
+    let report2 = &spans[1].2;
+    assert_eq!(report2["interrupted"], false, "{report2:#}");
+    assert!(
+        wd.path("archive/crm-1.csv").exists(),
+        "the second run completed the file: {report2:#}"
+    );
+
+    let run2 = &sb.requests()[run1.len()..];
+    let sent2 = by_reference(run2);
+    let twice: Vec<_> = sent2.iter().filter(|(_, reqs)| reqs.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "sent more than once by the second daemon: {twice:#?}"
+    );
+    let again: Vec<_> = sent2.keys().filter(|r| confirmed.contains(*r)).collect();
+    assert!(
+        again.is_empty(),
+        "confirmed by the first daemon, sent again: {again:?}"
+    );
+    assert!(run2.iter().all(|r| r.status == 200), "{run2:#?}");
+    let union: BTreeSet<String> = confirmed.iter().chain(sent2.keys()).cloned().collect();
+    let lost: Vec<_> = all.difference(&union).collect();
+    assert!(lost.is_empty(), "never reached the API: {lost:?}");
+    assert_eq!(union, all);
 }

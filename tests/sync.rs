@@ -7,9 +7,10 @@ mod util;
 
 use std::collections::BTreeSet;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use util::{Conf, Sandbox, Workdir, by_reference, numbered_export, small_export};
+use util::{Conf, Sandbox, Workdir, by_reference, numbered_export, small_export, wait_for};
 
 /// Tests run in parallel threads; the one that measures arrival times runs alone so the
 /// other tests' processes do not stall the sandbox under it. Every other test holds it
@@ -195,6 +196,71 @@ fn no_request_starts_before_retry_after_has_passed() {
     assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
 }
 
+/// The pause is the whole sender's, not the throttled task's: with 8 requests in flight the
+/// other 7 tasks have rows to send all along, yet nothing reaches the API between a 429 and
+/// the end of its `Retry-After`.
+#[test]
+fn a_429_pauses_every_request_in_flight_not_only_its_own_task() {
+    let _timing = exclusive();
+    let wd = Workdir::new("retry-after-8");
+    let sb = Sandbox::start(&wd, &["--rate-limit", "5"]);
+    wd.configure(&Conf {
+        requests_per_second: 100.0,
+        burst: 20,
+        max_in_flight: 8,
+        // 8 requests race for 5 slots a second: many attempts get a 429 (not what this test
+        // is about, so no record may give up).
+        max_attempts: 30,
+        ..Conf::new(&sb)
+    });
+    let n = 20;
+    let file = wd.write("export.csv", numbered_export("P-", n));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(0);
+    run.expect_counts(n as u64, 0, n as u64, 0, 0);
+
+    let requests = sb.requests();
+    let throttled: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !throttled.is_empty(),
+        "the sandbox never throttled: nothing tested"
+    );
+    // The sandbox answers `Retry-After: 1` (whole seconds) and stamps `received_ms` when a
+    // request arrives. The product's pause starts when it *receives* the 429, later than
+    // that stamp, and requests already on their way then (up to 7 others) may still arrive:
+    // SLACK_MS covers the 429's trip back, the product reading it, and those requests'
+    // trip over the loopback, which a loaded 2-core machine can stretch to tens of ms (this
+    // test holds the TIMING lock alone to keep that rare). After that nothing may arrive
+    // until the second has passed, less 5 ms of timer granularity (tokio rounds timers to
+    // whole milliseconds). A pause of only the throttled task fails by far: the other
+    // tasks go on at the (adaptive) rate, dozens of ms apart, through the whole second.
+    const SLACK_MS: f64 = 100.0;
+    const TIMER_MS: f64 = 5.0;
+    let mut early = Vec::new();
+    for t in &throttled {
+        let (from, to) = (t.received_ms + SLACK_MS, t.received_ms + 1000.0 - TIMER_MS);
+        for r in requests
+            .iter()
+            .filter(|r| r.received_ms > from && r.received_ms < to)
+        {
+            early.push(format!(
+                "#{} ({:?}) arrived {:.1} ms after the 429 of #{}",
+                r.seq,
+                r.reference,
+                r.received_ms - t.received_ms,
+                t.seq
+            ));
+        }
+    }
+    assert!(
+        early.is_empty(),
+        "{} requests arrived within a 429's Retry-After (1 s), e.g.:\n  {}\n{run}",
+        early.len(),
+        early[..early.len().min(10)].join("\n  ")
+    );
+    assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
+}
+
 #[test]
 fn requests_never_exceed_the_rate_ceiling() {
     let _timing = exclusive();
@@ -316,6 +382,88 @@ fn a_server_error_is_retried_then_kept_for_the_next_run() {
         0,
         "{run3}"
     );
+}
+
+/// Network errors on every attempt (nothing listens at the URL): the record is `failed`
+/// with no HTTP status and a message naming the attempts, kept, and sent by a later run
+/// against an API that answers, from an export that no longer has it.
+#[test]
+fn a_record_that_met_only_network_errors_is_failed_kept_and_sent_later() {
+    let _timing = shared();
+    let wd = Workdir::new("refused");
+    let sb = Sandbox::start(&wd, &[]);
+    // Bound but never listening: every connect to it is refused, and no other process can
+    // take the port while the socket lives.
+    let closed =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let port = closed
+        .local_addr()
+        .expect("local_addr")
+        .as_socket()
+        .expect("an IP address")
+        .port();
+    let working = Conf {
+        max_attempts: 2,
+        ..Conf::new(&sb)
+    };
+    wd.configure(&Conf {
+        base_url: format!("http://127.0.0.1:{port}/rest/api"),
+        ..working.clone()
+    });
+    let night1 = wd.write(
+        "night1.csv",
+        small_export(&[("N-1", "n1@example.com", "Nia", "Ng")]),
+    );
+    let night1 = night1.display().to_string();
+    let run1 = wd.run(&[&night1]);
+    run1.expect_code(1);
+    run1.expect_counts(1, 0, 0, 0, 1);
+    let errors = run1.errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}\n{run1}");
+    let e = &errors[0];
+    assert_eq!(
+        [
+            &e["file"],
+            &e["line"],
+            &e["accountreference"],
+            &e["category"],
+            &e["http_status"]
+        ],
+        [&night1, "2", "N-1", "failed", ""],
+        "{e:?}\n{run1}"
+    );
+    let last = e["message"]
+        .strip_prefix("gave up after 2 attempts; last: ")
+        .unwrap_or_else(|| panic!("message {:?}\n{run1}", e["message"]));
+    assert!(!last.is_empty(), "no last error in {:?}", e["message"]);
+    assert_eq!(run1.count("requests_sent"), 2, "{run1}");
+    assert_eq!(sb.request_count(), 0);
+
+    // The API is reachable again; the next export has another account only. N-1 is sent
+    // anyway, once, with its values.
+    wd.configure(&working);
+    let night2 = wd.write(
+        "night2.csv",
+        small_export(&[("O-1", "o1@example.com", "Oli", "Oh")]),
+    );
+    let run2 = wd.run(&[&night2.display().to_string()]);
+    run2.expect_code(0);
+    run2.expect_counts(1, 0, 1, 0, 0);
+    assert_eq!(run2.count("retried_from_earlier_runs.updated"), 1, "{run2}");
+    let requests = sb.requests();
+    let grouped = by_reference(&requests);
+    let kept = grouped.get("N-1").map(Vec::as_slice).unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{requests:#?}\n{run2}");
+    assert_eq!(kept[0].status, 200);
+    assert_eq!(
+        kept[0].body,
+        json!({"email": "n1@example.com", "firstname": "Nia", "lastname": "Ng"}),
+        "the kept record changed"
+    );
+    drop(closed);
 }
 
 #[test]
@@ -638,10 +786,25 @@ fn a_changed_limit_is_applied_to_rows_the_index_knows() {
     );
 }
 
+/// What the product logs at debug (`ACCOUNTSYNC_LOG`) once its SIGTERM/SIGINT handlers are in
+/// place: from then on a signal stops the run cleanly instead of ending the process.
+const HANDLERS_INSTALLED: &str = "SIGTERM/SIGINT handlers installed";
+
+/// `accountsync run ARGS` with debug logs from accountsync itself (not its dependencies).
+fn debug_run(wd: &Workdir, args: &[&str]) -> std::process::Command {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    let mut cmd = wd.command(&full);
+    cmd.env("ACCOUNTSYNC_LOG", "info,accountsync=debug");
+    cmd
+}
+
 /// SIGTERM while `run` waits for the inbox's files to settle (1 s): nothing is read or sent,
-/// the files stay in the inbox, and the exit status is 1, not 0: the night was not synced.
+/// the files stay in the inbox, the report says interrupted, and the run exits 0: it was
+/// asked to stop and did, and no record of its own was rejected or failed.
 #[test]
-fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
+fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_0() {
+    let _timing = shared();
     let wd = Workdir::new("sigterm-settle");
     let sb = Sandbox::start(&wd, &[]);
     wd.configure(&Conf {
@@ -650,37 +813,46 @@ fn sigterm_before_the_inbox_settles_leaves_every_file_and_exits_1() {
     });
     std::fs::create_dir_all(wd.path("archive")).expect("archive");
     wd.write("inbox/crm-1.csv", numbered_export("Q", 5));
-    let before = wd.run_dirs();
-    let mut cmd = wd.command(&["run"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the run");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
-    let run = wd.wait(format!("{cmd:?}"), child, before);
-    run.expect_code(1);
+    let mut child = wd.spawn_logged(debug_run(&wd, &[]), "run");
+    // The handlers are installed before the run lists the inbox and starts its 1 s settle,
+    // so a signal sent once the line is logged lands in the settle (or just before it, which
+    // cancels it at once). The one timing assumption left is that this thread sends the
+    // signal within the settle's 1 s of seeing the line; the message below says when not.
+    child.wait_for_log(HANDLERS_INSTALLED, Duration::from_secs(30));
+    let seen = Instant::now();
+    child.signal(libc::SIGTERM);
+    let late = seen.elapsed();
+    let run = child.finish(&wd);
+    assert_eq!(
+        run.count("rows_read"),
+        0,
+        "rows were read: the signal came {late:?} after the handlers' line, past the settle?\n{run}"
+    );
     assert_eq!(run.summary()["interrupted"], true, "{run}");
-    assert_eq!(run.count("rows_read"), 0, "{run}");
     assert_eq!(sb.request_count(), 0);
     assert!(
         wd.path("inbox/crm-1.csv").exists(),
         "the export waits\n{run}"
     );
     run.expect_stderr("wait for the next run");
+    // Expects the change "SIGTERM during a run: exit 0 within the deadline" (not merged into
+    // this branch yet, where this still exits 1): an interrupted run exits 0 unless records
+    // were rejected or failed for reasons of their own. Checked last, so that until then
+    // everything else is still checked.
+    run.expect_code(0);
 }
 
 /// SIGTERM mid-run: the process stops reading, lets requests in flight answer, records
-/// them, writes a report marked interrupted and exits 1 (rows left unsent are `failed`)
-/// within `[shutdown].deadline_secs`.
+/// them, writes a report marked interrupted and exits 0 within `[shutdown].deadline_secs`:
+/// the rows left unsent are `failed` ("not sent: the run was stopped") and kept, and no
+/// record failed or was rejected for a reason of its own.
 /// The next run sends exactly the accounts the API had not confirmed: none lost, none that
 /// was confirmed sent again.
 #[test]
 fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confirmed() {
     let _timing = shared();
     let wd = Workdir::new("sigterm");
-    // 150 ms per request and 4 in flight: 200 rows take about 8 s, the signal comes at 1.5 s.
+    // 150 ms per request and 4 in flight: 200 rows take about 8 s.
     let sb = Sandbox::start(&wd, &["--latency-ms", "150"]);
     wd.configure(&Conf {
         max_in_flight: 4,
@@ -690,25 +862,32 @@ fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confir
     });
     let file = wd.write("n.csv", numbered_export("T", 200));
     let path = file.display().to_string();
-    let before = wd.run_dirs();
-    let mut cmd = wd.command(&["run", &path]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the run");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let signalled = std::time::Instant::now();
-    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
-    let run = wd.wait(format!("{cmd:?}"), child, before);
+    let child = wd.spawn_logged(wd.command(&["run", &path]), "run");
+    // Signalled once 8 requests reached the sandbox (two rounds of 4 in flight): sending is
+    // under way however slowly the process started, and with the send queue bounded
+    // (max_in_flight * 2 + 16 rows) the reader is far from row 200.
+    wait_for("8 requests at the sandbox", Duration::from_secs(30), || {
+        (sb.request_count() >= 8).then_some(())
+    });
+    let signalled = Instant::now();
+    child.signal(libc::SIGTERM);
+    let run = child.finish(&wd);
     let took = signalled.elapsed();
-    // Rows read but not sent are `failed` (kept for the next run), so CONTRACT §1's table
-    // gives 1: a script must not read an interrupted run as "all in sync".
     assert!(
         run.count("failed") > 0,
         "rows should be queued at the signal\n{run}"
     );
-    run.expect_code(1);
+    let own: Vec<_> = run
+        .errors()
+        .into_iter()
+        .filter(|e| e["message"] != "not sent: the run was stopped")
+        .collect();
+    assert!(
+        own.is_empty() && run.count("rejected") == 0,
+        "rows rejected or failed for a reason of their own: {own:#?}\n{run}"
+    );
+    // 5 s is `deadline_secs`, the product's own bound for stopping; measured from kill(2),
+    // so it also covers the report, the cache flush and the process exit.
     assert!(
         took.as_secs_f64() < 5.0,
         "exit took {took:?} after SIGTERM\n{run}"
@@ -759,6 +938,12 @@ fn sigterm_mid_run_exits_cleanly_and_the_next_run_sends_only_what_was_not_confir
         union, all,
         "every account reached the API exactly once across both runs"
     );
+    // Expects the change "SIGTERM during a run: exit 0 within the deadline" (not merged into
+    // this branch yet, where this still exits 1): the rows left unsent are listed as
+    // `failed` and the report says `interrupted`, but only rows rejected or failed for
+    // reasons of their own make the exit status 1. Checked last, so that until then
+    // everything else is still checked.
+    run.expect_code(0);
 }
 
 /// The API's real limit (20/s) is far below the configured rate (200/s): after the first

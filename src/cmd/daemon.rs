@@ -101,16 +101,17 @@ pub fn daemon(config_path: &Path, run_now: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let reloads = hangups().context("cannot listen for SIGHUP")?;
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Some(name) = termination().await {
+        if let Some(first) = termination() {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let name = first.await;
                 tracing::info!(
                     signal = name,
                     "Stopping: a run in progress finishes its requests in flight."
                 );
                 stop.cancel();
-            }
-        });
+            });
+        }
         let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::new());
         let host = Arc::new(Daemon {
             config_path: config_path.to_path_buf(),

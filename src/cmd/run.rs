@@ -77,26 +77,33 @@ pub fn write_metrics(config: &Config, result: &RunResult) {
     }
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+/// Cancels `shutdown` on the first SIGTERM or SIGINT. The handlers are in place when this
+/// returns: a signal that comes before the run has got anywhere still stops it cleanly.
 pub fn stop_on_signal(shutdown: CancellationToken) {
+    let Some(first) = termination() else { return };
     tokio::spawn(async move {
-        if let Some(name) = termination().await {
-            tracing::warn!(signal = name, "Stopping the run cleanly.");
-            shutdown.cancel();
-        }
+        let name = first.await;
+        tracing::warn!(signal = name, "Stopping the run cleanly.");
+        shutdown.cancel();
     });
 }
 
-/// The first SIGTERM or SIGINT; `None` if the handlers cannot be installed (the default
-/// action, ending the process, then applies).
-pub async fn termination() -> Option<&'static str> {
+/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and returns the wait for
+/// the first of those signals. Installed here rather than in the task that waits, which may
+/// be polled only later: until then the default action would end the process. `None` if the
+/// handlers cannot be installed (the default action then applies). The debug line is the
+/// sign, for tests and operators, that a signal from now on stops cleanly.
+pub fn termination() -> Option<impl Future<Output = &'static str> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok()?;
     let mut int = signal(SignalKind::interrupt()).ok()?;
-    tokio::select! {
-        _ = term.recv() => Some("SIGTERM"),
-        _ = int.recv() => Some("SIGINT"),
-    }
+    tracing::debug!("SIGTERM/SIGINT handlers installed.");
+    Some(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }
 
 pub fn print_summary(result: &RunResult) {

@@ -460,6 +460,26 @@ impl Workdir {
         self.finish(cmdline, output, before, Instant::now())
     }
 
+    /// Starts `cmd` (from [`Workdir::command`]) with its stderr in `{name}.log`, so the test
+    /// can watch the log while the process runs; [`Spawned::finish`] makes it a [`Run`].
+    pub fn spawn_logged(&self, mut cmd: Command, name: &str) -> Spawned {
+        let log = self.path(&format!("{name}.log"));
+        let before = self.run_dirs();
+        cmd.stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("create the log file"));
+        let cmdline = format!("{cmd:?}");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
+        Spawned {
+            child,
+            cmdline,
+            log,
+            before,
+            started: Instant::now(),
+        }
+    }
+
     fn finish(
         &self,
         cmdline: String,
@@ -525,6 +545,62 @@ fn fingerprint(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u64)>) 
                 .to_string();
             out.insert(rel, (bytes.len() as u64, h.finish()));
         }
+    }
+}
+
+/// An `accountsync` process still running, its stderr going to a file.
+pub struct Spawned {
+    child: Child,
+    cmdline: String,
+    log: PathBuf,
+    before: BTreeSet<String>,
+    started: Instant,
+}
+
+impl Spawned {
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its stderr contains `needle`; panics (showing the log) after `timeout`,
+    /// or as soon as the process has exited without logging it.
+    #[track_caller]
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            let exited = self.child.try_wait().expect("try_wait");
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{needle:?} not logged ({}; {:?} after start)\ncommand: {}\n--- stderr\n{}",
+                match exited {
+                    Some(status) => format!("exited: {status}"),
+                    None => "still running".to_owned(),
+                },
+                self.started.elapsed(),
+                self.cmdline,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which has not been waited for yet (a
+        // `Spawned` is consumed by `finish`, the only place that waits).
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the process to end; the [`Run`] has its stderr from the log file.
+    pub fn finish(self, wd: &Workdir) -> Run {
+        let mut output = self.child.wait_with_output().expect("wait for accountsync");
+        output.stderr = std::fs::read(&self.log).unwrap_or_default();
+        wd.finish(self.cmdline, output, self.before, self.started)
     }
 }
 
