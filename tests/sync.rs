@@ -751,6 +751,58 @@ fn a_record_in_flight_when_the_run_is_killed_is_sent_by_the_next_run_of_another_
     assert_eq!(sb.accounts()["K-2"]["email"], "k2@example.com");
 }
 
+/// A second SIGTERM while the run waits for its requests in flight ends the process at once
+/// with 143 (128 + SIGTERM), as a shell reports a killed command; the record whose answer it
+/// did not wait for is sent by the next run (its outbox entry was written ahead).
+#[test]
+fn a_second_sigterm_ends_the_run_at_once_and_loses_nothing() {
+    let _timing = shared();
+    let wd = Workdir::new("second-signal");
+    // Answers take 30 s: the first signal's grace (deadline 20 s less 2) is still running
+    // when the second comes.
+    let sb = Sandbox::start(&wd, &["--latency-ms", "30000"]);
+    wd.configure(&Conf::new(&sb));
+    let monday = wd.write(
+        "mon.csv",
+        small_export(&[("S-1", "s1@example.com", "Sam", "Oh")]),
+    );
+    let mut child = wd.spawn_logged(wd.command(&["run", &monday.display().to_string()]), "run");
+    util::wait_for(
+        "the request to reach the sandbox",
+        std::time::Duration::from_secs(20),
+        || (sb.request_count() > 0).then_some(()),
+    );
+    child.signal(libc::SIGTERM);
+    child.wait_for_log(
+        "a second signal ends it at once",
+        std::time::Duration::from_secs(10),
+    );
+    let second = std::time::Instant::now();
+    child.signal(libc::SIGTERM);
+    let run = child.finish(&wd);
+    run.expect_code(143);
+    assert!(
+        second.elapsed() < std::time::Duration::from_secs(5),
+        "the second signal did not end the run at once\n{run}"
+    );
+    run.expect_stderr("Second signal: exiting now");
+    drop(sb);
+
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let tuesday = wd.write(
+        "tue.csv",
+        small_export(&[("S-2", "s2@example.com", "Su", "Oh")]),
+    );
+    wd.run(&[&tuesday.display().to_string()]).expect_code(0);
+    let sent: BTreeSet<String> = sb
+        .requests()
+        .iter()
+        .filter_map(|r| r.reference.clone())
+        .collect();
+    assert_eq!(sent, BTreeSet::from(["S-1".to_owned(), "S-2".to_owned()]));
+}
+
 /// A setting that changes how rows are checked makes the index miss, so a row confirmed
 /// under the old limits is checked in full under the new ones.
 #[test]

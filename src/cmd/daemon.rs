@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::run::{termination, write_failed_metrics, write_metrics};
+use crate::cmd::run::{exit_on_second, termination, write_failed_metrics, write_metrics};
 
 struct Daemon {
     config_path: PathBuf,
@@ -101,15 +101,16 @@ pub fn daemon(config_path: &Path, run_now: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let reloads = hangups().context("cannot listen for SIGHUP")?;
-        if let Some(first) = termination() {
+        if let Some(mut signals) = termination() {
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                let name = first.await;
+                let name = signals.recv().await;
                 tracing::info!(
                     signal = name,
                     "Stopping: a run in progress finishes its requests in flight."
                 );
                 stop.cancel();
+                exit_on_second(signals).await;
             });
         }
         let notifier: Arc<dyn Notifier> = Arc::new(SdNotifier::new());

@@ -80,30 +80,62 @@ pub fn write_metrics(config: &Config, result: &RunResult) {
 /// Cancels `shutdown` on the first SIGTERM or SIGINT. The handlers are in place when this
 /// returns: a signal that comes before the run has got anywhere still stops it cleanly.
 pub fn stop_on_signal(shutdown: CancellationToken) {
-    let Some(first) = termination() else { return };
+    let Some(mut signals) = termination() else {
+        return;
+    };
     tokio::spawn(async move {
-        let name = first.await;
-        tracing::warn!(signal = name, "Stopping the run cleanly.");
+        let name = signals.recv().await;
+        tracing::warn!(
+            signal = name,
+            "Stopping the run cleanly (a second signal ends it at once)."
+        );
         shutdown.cancel();
+        exit_on_second(signals).await;
     });
 }
 
-/// Installs the SIGTERM and SIGINT handlers now (inside the runtime) and returns the wait for
-/// the first of those signals. Installed here rather than in the task that waits, which may
-/// be polled only later: until then the default action would end the process. `None` if the
-/// handlers cannot be installed (the default action then applies). The debug line is the
-/// sign, for tests and operators, that a signal from now on stops cleanly.
-pub fn termination() -> Option<impl Future<Output = &'static str> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok()?;
-    let mut int = signal(SignalKind::interrupt()).ok()?;
-    tracing::debug!("SIGTERM/SIGINT handlers installed.");
-    Some(async move {
+/// A second SIGTERM/SIGINT while stopping ends the process at once, as a second Ctrl-C does
+/// in most tools: nothing is lost (every record sent has its outbox entry on disk, and rows
+/// not sent are still in their export), but requests in flight are not awaited and no
+/// report is written. Exits 128 + the signal's number, as a shell reports a killed command.
+pub async fn exit_on_second(mut signals: Signals) {
+    let name = signals.recv().await;
+    let code = if name == "SIGINT" { 130 } else { 143 };
+    tracing::warn!(
+        signal = name,
+        code,
+        "Second signal: exiting now; records not confirmed are sent by the next run."
+    );
+    std::process::exit(code);
+}
+
+/// The SIGTERM and SIGINT handlers, installed.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    })
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (inside the runtime). Installed here rather
+/// than in the task that waits, which may be polled only later: until then the default
+/// action would end the process. `None` if the handlers cannot be installed (the default
+/// action then applies). The debug line is the sign, for tests and operators, that a signal
+/// from now on stops cleanly.
+pub fn termination() -> Option<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok()?;
+    let int = signal(SignalKind::interrupt()).ok()?;
+    tracing::debug!("SIGTERM/SIGINT handlers installed.");
+    Some(Signals { term, int })
 }
 
 pub fn print_summary(result: &RunResult) {
