@@ -13,6 +13,7 @@ use crate::model::{ADDRESS_FIELDS, API_FIELDS};
 
 mod check;
 mod raw;
+mod redact;
 
 use check::Checker;
 pub use raw::MaxLength;
@@ -25,11 +26,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    /// `detail` is toml's message with its excerpt redacted (`redact.rs`), not the
+    /// `toml::de::Error` itself: that one's text quotes the line, a pasted token included.
+    #[error("config file {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
     #[error("config file {path}{}: [{key}] {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
@@ -177,7 +177,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            source: Box::new(e),
+            detail: redact::parse_error(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Checker { path, base }.check(raw).map_err(|e| match e {

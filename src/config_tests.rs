@@ -138,6 +138,19 @@ fn a_missing_token_variable_is_named() {
     assert!(msg.contains("ACCOUNTSYNC_TEST_SURELY_UNSET"), "{msg}");
 }
 
+/// A token pasted where the variable's name belongs is refused without being repeated.
+#[test]
+fn a_token_env_that_is_no_variable_name_is_refused_without_showing_it() {
+    for value in ["sekret-tok-123", "1ABC", "ab cd", "eyJhbGciOi.x"] {
+        let text = MINIMAL.replace("[columns]", &format!("token_env = {value:?}\n[columns]"));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("does not look like a variable name"), "{msg}");
+        assert!(!msg.contains(value), "{msg}");
+    }
+    let text = MINIMAL.replace("[columns]", "token_env = \" _My_TOKEN2 \"\n[columns]");
+    assert!(matches!(parse(&text).unwrap().api.token, TokenSource::Env(v) if v == "_My_TOKEN2"));
+}
+
 /// check-config and run read the token through the same check: a control character is
 /// refused before any request, without echoing the token.
 #[test]

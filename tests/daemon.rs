@@ -146,9 +146,10 @@ fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
         daemon.log().contains("Daemon started").then_some(())
     });
 
+    // A token pasted into the file: an unknown key, refused, its value never logged.
     wd.write(
         "config.toml",
-        "[api]\nbase_url = \"https://x\"\ncolour = 1\n",
+        "[api]\nbase_url = \"https://x\"\ntoken = \"sekret-tok-123\"\n",
     );
     daemon.signal(libc::SIGHUP);
     wait_for("the reload to be refused", Duration::from_secs(10), || {
@@ -158,8 +159,13 @@ fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
             .then_some(())
     });
     assert!(
-        daemon.log().contains("colour"),
+        daemon.log().contains("unknown field `token`"),
         "the message names the bad key\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("sekret"),
+        "the pasted token was logged\n{}",
         daemon.log()
     );
 

@@ -53,6 +53,41 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
     );
 }
 
+/// A token pasted into the config, as an unknown key or where the variable's name belongs,
+/// is refused without being echoed by `check-config` or `run` (both go to the journal).
+#[test]
+fn a_token_pasted_into_the_config_is_refused_without_being_shown() {
+    const SECRET: &str = "sekret-tok-123";
+    let wd = Workdir::new("pasted-token");
+    let sb = Sandbox::start(&wd, &[]);
+    let file = wd.write("one.csv", numbered_export("K", 1));
+    let file = file.display().to_string();
+    let text = std::fs::read_to_string(wd.configure(&Conf::new(&sb))).expect("config");
+    let env_line = format!("token_env = \"{}\"\n", util::TOKEN_ENV);
+    let stray = format!("{env_line}token = \"{SECRET}\"\n");
+    wd.write("config.toml", text.replace(&env_line, &stray));
+    let as_variable = Conf {
+        token_env: SECRET.into(),
+        ..Conf::new(&sb)
+    };
+    for (conf, needle) in [
+        (None, "unknown field `token`"),
+        (Some(as_variable), "does not look like a variable name"),
+    ] {
+        if let Some(conf) = &conf {
+            wd.configure(conf);
+        }
+        for args in [vec!["check-config"], vec!["run", &file]] {
+            let run = wd.exec(wd.command(&args));
+            run.expect_code(2);
+            let all = format!("{}{}", run.stdout(), run.stderr());
+            assert!(all.contains(needle), "{needle:?} missing\n{run}");
+            assert!(!all.contains(SECRET), "the token is shown\n{run}");
+        }
+    }
+    assert_eq!(sb.request_count(), 0);
+}
+
 #[test]
 fn baseline_records_without_sending_and_the_next_run_sends_only_changes() {
     let wd = Workdir::new("baseline");

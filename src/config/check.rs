@@ -21,6 +21,16 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// A portable environment variable name, `[A-Za-z_][A-Za-z0-9_]*` (POSIX's, which
+/// systemd's `Environment=` also requires).
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The line of a dotted key (`schedule.cron`) in the config text, or of the deepest table
 /// of it that is written, so a semantic error points where a TOML syntax error would.
 pub(super) fn key_line(text: &str, key: &str) -> Option<usize> {
@@ -166,7 +176,15 @@ impl Checker<'_> {
             (Some(var), None) if var.trim().is_empty() => {
                 return Err(self.invalid("api.token_env", "is empty; name an environment variable"));
             }
-            (Some(var), None) => TokenSource::Env(var),
+            // A token pasted where the variable's name belongs would otherwise come back
+            // in "the environment variable … is not set", in the journal.
+            (Some(var), None) if !is_variable_name(var.trim()) => {
+                return Err(self.invalid(
+                    "api.token_env",
+                    "does not look like a variable name; it is not shown in case it is the token itself. Name the environment variable that holds the token (letters, digits and _, not starting with a digit), e.g. ACCOUNTSYNC_TOKEN",
+                ));
+            }
+            (Some(var), None) => TokenSource::Env(var.trim().to_owned()),
             (None, None) => TokenSource::Env("ACCOUNTSYNC_TOKEN".into()),
         };
         if raw.timeout_secs == 0 {
