@@ -295,3 +295,39 @@ fn base_url_with_credentials_query_or_garbage_is_refused() {
         refused(&text, &expected);
     }
 }
+
+/// Independent problems are all found in one pass, each with its key and line, ordered by
+/// line; a run reports the first.
+#[test]
+fn every_independent_problem_is_listed_with_its_line() {
+    let text = format!(
+        "{MINIMAL}[rate]\nburst = 0\nmax_in_flight = 0\n[input]\ndelimiter = \";;\"\ndate_formats = [\"%Q\"]\n[shutdown]\ndeadline_secs = 0\n"
+    )
+    .replace("https://", "ftp://");
+    let path = Path::new("/etc/accountsync/accountsync.toml");
+    let all: Vec<String> = Config::parse_all(&text, path)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected = [
+        ":3: [api.base_url]",
+        ":8: [rate.burst]",
+        ":9: [rate.max_in_flight]",
+        ":11: [input.delimiter]",
+        ":12: [input.date_formats]",
+        ":14: [shutdown.deadline_secs]",
+    ];
+    assert_eq!(all.len(), expected.len(), "{all:#?}");
+    for (shown, want) in all.iter().zip(expected) {
+        assert!(shown.contains(want), "{want:?} not in {shown:?}");
+    }
+    let first = parse(&text).unwrap_err().to_string();
+    assert_eq!(first, all[0]);
+    // A syntax error is the only problem: nothing after it can be read.
+    let broken = format!("{text}\n[oops\n");
+    assert_eq!(
+        Config::parse_all(&broken, path).unwrap_err().iter().count(),
+        1
+    );
+}

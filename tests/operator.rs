@@ -33,13 +33,20 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
     );
 
     let mut broken = Conf::new(&sb);
-    broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n".into();
+    broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n[shutdown]\ndeadline_secs = 0\n".into();
     wd.configure(&broken);
     let run = wd.exec(wd.command(&["check-config"]));
     run.expect_code(2);
     assert!(
         run.stdout().contains("5 fields"),
         "a 5-field cron is explained\n{run}"
+    );
+    // One invocation lists every problem, not only the first.
+    assert!(
+        run.stdout()
+            .contains("[shutdown.deadline_secs] must be between 1 and 3600")
+            && run.stdout().contains("2 problem(s) to fix"),
+        "{run}"
     );
     // `run` never fires the schedule, but a config the daemon would refuse is a bad config
     // for every command (exit 2), so a wrong cron does not wait for the first daemon start.

@@ -34,9 +34,13 @@ impl Findings {
 /// Returns whether everything checked is usable.
 pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
     let mut f = Findings::default();
-    match Config::load(config_path) {
+    match Config::load_all(config_path) {
         Ok(config) => checks(&config, export, &mut f),
-        Err(e) => f.error(e.to_string()),
+        Err(problems) => {
+            for e in problems.iter() {
+                f.error(e.to_string());
+            }
+        }
     }
     for (level, line) in &f.lines {
         let priority = match *level {
