@@ -31,6 +31,12 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
                 .contains("\"email\" (mapped by [columns] email)"),
         "{run}"
     );
+    // The headers nothing reads are listed: the misspelling is among them.
+    assert!(
+        run.stdout()
+            .contains("columns no [columns] key reads (is a missing one spelled differently here?): \"mail\"\n"),
+        "{run}"
+    );
 
     let mut broken = Conf::new(&sb);
     broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n[shutdown]\ndeadline_secs = 0\n".into();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use accountsync::config::Config;
-use accountsync::map::Layout;
+use accountsync::map::{Layout, MapError, show_headers, unread_headers};
 use accountsync::read::Export;
 use accountsync::schedule::Schedule;
 
@@ -19,6 +19,10 @@ struct Findings {
 impl Findings {
     fn ok(&mut self, s: String) {
         self.lines.push(("ok", s));
+    }
+    /// Worth knowing, not wrong: does not fail the check.
+    fn note(&mut self, s: String) {
+        self.lines.push(("note", s));
     }
     fn warn(&mut self, s: String) {
         self.lines.push(("warning", s));
@@ -46,6 +50,7 @@ pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
         let priority = match *level {
             "error" => 3,
             "warning" => 4,
+            "note" => 5,
             _ => 6,
         };
         println!("{}", plain(priority, &format!("{level}: {line}")));
@@ -142,6 +147,17 @@ fn headers(config: &Config, path: &Path, f: &mut Findings) {
                 ));
             }
         }
-        Err(e) => f.error(format!("{}: {e}", path.display())),
+        Err(e) => {
+            f.error(format!("{}: {e}", path.display()));
+            // The headers nothing reads are where a missing one's misspelling is.
+            let unread = unread_headers(&config.columns, export.header());
+            if matches!(e, MapError::MissingColumns { .. }) && !unread.is_empty() {
+                f.note(format!(
+                    "{}: columns no [columns] key reads (is a missing one spelled differently here?): {}",
+                    path.display(),
+                    show_headers(&unread)
+                ));
+            }
+        }
     }
 }
