@@ -291,6 +291,26 @@ fn the_token_is_read_from_the_systemd_credentials_directory() {
     let run = wd.exec(cmd);
     run.expect_code(0);
     assert_eq!(sb.request_count(), 2, "{run}");
+
+    // From an operator's shell (no CREDENTIALS_DIRECTORY): check-config cannot see the
+    // token, says how to check it under systemd, and does not fail for it; a run does.
+    let mut cmd = wd.command(&["check-config"]);
+    cmd.env_remove(util::TOKEN_ENV)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    let check = wd.exec(cmd);
+    check.expect_code(0);
+    assert!(
+        check.stdout().contains(
+            "note: the token is read from the service's credentials; not checked outside systemd: run `sudo systemd-run --pipe --wait -p LoadCredential=api-token:/etc/accountsync/api-token accountsync --config "
+        ),
+        "{check}"
+    );
+    let mut cmd = wd.command(&["run", &file.display().to_string()]);
+    cmd.env_remove(util::TOKEN_ENV)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    wd.exec(cmd)
+        .expect_code(2)
+        .expect_stderr("CREDENTIALS_DIRECTORY");
 }
 
 #[test]

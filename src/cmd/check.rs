@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use accountsync::config::Config;
+use accountsync::config::{Config, ConfigError, TokenSource};
 use accountsync::map::{Layout, MapError, show_headers, unread_headers};
 use accountsync::read::Export;
 use accountsync::schedule::Schedule;
@@ -66,9 +66,14 @@ pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
 
 fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
     f.ok(format!("config {} parses", config.path.display()));
-    match config.token() {
-        Ok(_) => f.ok("the API token is readable".into()),
-        Err(e) => f.error(e.to_string()),
+    match (config.token(), &config.api.token) {
+        (Ok(_), _) => f.ok("the API token is readable".into()),
+        // An operator's shell has no credentials directory: only systemd makes one, for the
+        // unit's processes. `run` and `daemon` still refuse to go on without the token.
+        (Err(ConfigError::NoCredentialsDirectory { .. }), TokenSource::Credential(name)) => {
+            f.note(credential_note(config, name, export))
+        }
+        (Err(e), _) => f.error(e.to_string()),
     }
     match Schedule::parse(&config.cron, &config.timezone) {
         Ok(s) => match s.next_after(chrono::Utc::now()) {
@@ -97,6 +102,18 @@ fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
     if let Some(path) = export {
         headers(config, path, f);
     }
+}
+
+/// How to check a credential token outside the service: the same `LoadCredential=` as the
+/// shipped units, in a transient unit whose output comes back to the shell.
+fn credential_note(config: &Config, name: &str, export: Option<&Path>) -> String {
+    let export = export
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default();
+    format!(
+        "the token is read from the service's credentials; not checked outside systemd: run `sudo systemd-run --pipe --wait -p LoadCredential={name}:/etc/accountsync/{name} accountsync --config {} check-config{export}` to check it",
+        config.path.display()
+    )
 }
 
 /// A folder a run reads or writes. `creatable`: a run creates it when missing, so only its
