@@ -38,6 +38,19 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
         "{run}"
     );
 
+    // A shutdown deadline the units' TimeoutStopSec=30s would cut short: a warning only.
+    wd.configure(&Conf {
+        extra: "[shutdown]\ndeadline_secs = 29\n".into(),
+        ..Conf::new(&sb)
+    });
+    let run = wd.exec(wd.command(&["check-config"]));
+    run.expect_code(0);
+    assert!(
+        run.stdout()
+            .contains("warning: [shutdown].deadline_secs = 29 is above 28 s"),
+        "{run}"
+    );
+
     let mut broken = Conf::new(&sb);
     broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n[shutdown]\ndeadline_secs = 0\n".into();
     wd.configure(&broken);

@@ -35,6 +35,10 @@ impl Findings {
     }
 }
 
+/// The longest shutdown deadline the shipped units leave room for: their TimeoutStopSec=30s,
+/// less 2 s for the process to exit after its report.
+const UNIT_STOP_MARGIN_SECS: u64 = 28;
+
 /// Returns whether everything checked is usable.
 pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
     let mut f = Findings::default();
@@ -86,6 +90,12 @@ fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
             None => f.warn(format!("[schedule] {:?} never fires", config.cron)),
         },
         Err(e) => f.error(format!("[schedule] {e}")),
+    }
+    let deadline = config.shutdown_deadline.as_secs();
+    if deadline > UNIT_STOP_MARGIN_SECS {
+        f.warn(format!(
+            "[shutdown].deadline_secs = {deadline} is above {UNIT_STOP_MARGIN_SECS} s: the shipped units' TimeoutStopSec=30s SIGKILLs a stopping run before it has written its report; lower it, or raise TimeoutStopSec in a drop-in for both services"
+        ));
     }
     folder(f, "[input].dir", &config.input.dir, false);
     if let Some(dir) = &config.input.archive_dir {
