@@ -362,6 +362,28 @@ fn the_metrics_file_counts_a_run_with_rejections() {
         text.contains("accountsync_last_run_exit_code 1\n"),
         "{text}"
     );
+    // errors.csv's rows by category, in the textfile and in summary.json, every category
+    // present (the demo export has one of each defect; zero for those it lacks).
+    let mut rows: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for row in run.errors() {
+        *rows.entry(row["category"].clone()).or_default() += 1;
+    }
+    assert!(rows["invalid"] > 0 && rows["duplicate"] > 0, "{rows:?}");
+    for category in [
+        "invalid",
+        "conflict",
+        "forbidden",
+        "not_found",
+        "not_configured",
+        "duplicate",
+        "malformed",
+        "failed",
+    ] {
+        let n = rows.get(category).copied().unwrap_or(0);
+        let line = format!("\naccountsync_last_run_errors{{category=\"{category}\"}} {n}\n");
+        assert!(text.contains(&line), "{line:?} missing in\n{text}");
+        assert_eq!(s["errors_by_category"][category], n, "{category}: {s:#}");
+    }
     assert!(
         text.contains("accountsync_last_success_timestamp_seconds "),
         "{text}"
