@@ -224,6 +224,18 @@ fn schedule_shutdown_and_metrics_have_defaults_and_limits() {
         &format!("{MINIMAL}[shutdown]\ndeadline_secs = 0\n"),
         &["[shutdown.deadline_secs]", "between 1 and 3600"],
     );
+    refused(
+        &format!("{MINIMAL}[cache]\npath = \"c\"\nbackup_file = \"c/backup.jsonl\"\n"),
+        &["[cache.backup_file] is inside [cache].path"],
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[cache]\npath = \"c\"\nbackup_file = \"c-backup.jsonl\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.cache_backup.as_deref(),
+        Some(Path::new("/etc/accountsync/c-backup.jsonl"))
+    );
 }
 
 /// A semantic error names the line of its key like a syntax error does; a table's own

@@ -117,6 +117,18 @@ impl<'a> Checker<'a> {
         if !(1..=3600).contains(&deadline) {
             self.problem("shutdown.deadline_secs", "must be between 1 and 3600");
         }
+        let cache_path = self.resolve(raw.cache.path);
+        let cache_backup = raw.cache.backup_file.map(|f| self.resolve(f));
+        if cache_backup
+            .as_ref()
+            .is_some_and(|b| b.starts_with(&cache_path))
+        {
+            // A damaged cache is moved aside whole, and its backup with it.
+            self.problem(
+                "cache.backup_file",
+                "is inside [cache].path; put it beside the cache (a damaged cache is moved aside with everything in it, the backup too)",
+            );
+        }
         let config = Config {
             path: self.path.to_path_buf(),
             api: self.api(raw.api),
@@ -126,8 +138,8 @@ impl<'a> Checker<'a> {
             columns: self.columns(raw.columns),
             limits: self.limits(raw.validation),
             cache_memory_mb: memory_mb,
-            cache_path: self.resolve(raw.cache.path),
-            cache_backup: raw.cache.backup_file.map(|f| self.resolve(f)),
+            cache_path,
+            cache_backup,
             report_dir: self.resolve(raw.report.dir),
             metrics_file: raw.report.metrics_file.map(|f| self.resolve(f)),
             cron: self.schedule(raw.schedule.cron, &raw.schedule.timezone),
