@@ -19,8 +19,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(wd: &Workdir) -> Daemon {
+        Daemon::start_with(wd, &["daemon"])
+    }
+
+    fn start_with(wd: &Workdir, args: &[&str]) -> Daemon {
         let log = wd.path("daemon.log");
-        let mut cmd = wd.command(&["daemon"]);
+        let mut cmd = wd.command(args);
         cmd.stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
         Daemon {
@@ -229,4 +233,55 @@ fn sigterm_stops_a_daemon_mid_run_with_an_interrupted_report() {
         wd.path("inbox/crm-1.csv").exists(),
         "an interrupted file stays in the inbox for the next run"
     );
+}
+
+/// An operator's `cache` command holding the cache when a scheduled run starts: the daemon's
+/// run waits for it (logged once) instead of losing the night, while `accountsync run` still
+/// fails at once with exit 2 (CONTRACT §1). The lock is held here the way sled takes it: an
+/// exclusive flock on the database file.
+#[test]
+fn a_daemon_run_waits_for_a_cache_held_by_another_process() {
+    let wd = Workdir::new("daemon-lock");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        extra: "[schedule]\ncron = \"0 0 0 1 1 *\"\n".into(),
+        ..conf(&sb, &wd)
+    });
+    let first = wd.write("first.csv", numbered_export("L", 1));
+    wd.run(&[&first.display().to_string()]).expect_code(0);
+    let lock = File::open(wd.cache_dir().join("db")).expect("the cache's db file");
+    lock.try_lock()
+        .expect("lock the cache as another process would");
+
+    let file = wd.write("n.csv", numbered_export("M", 2));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2)
+        .expect_stderr("in use by another accountsync process");
+    assert!(run.elapsed < Duration::from_secs(10), "{run}");
+
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("W", 3));
+    let daemon = Daemon::start_with(&wd, &["daemon", "--run-now"]);
+    wait_for(
+        "the run to wait for the cache",
+        Duration::from_secs(20),
+        || {
+            daemon
+                .log()
+                .contains("the run waits up to 60 s")
+                .then_some(())
+        },
+    );
+    // Still waiting a few tries later, having sent nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sb.request_count(), 1, "{}", daemon.log());
+    drop(lock);
+    wait_for("the export to be archived", Duration::from_secs(30), || {
+        wd.path("archive/crm-1.csv").exists().then_some(())
+    });
+    assert_eq!(sb.request_count(), 4);
+    let log = daemon.log();
+    assert_eq!(log.matches("the run waits up to 60 s").count(), 1, "{log}");
+    assert!(!log.contains("could not proceed"), "{log}");
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
 }

@@ -74,7 +74,14 @@ fn every_operator_subcommand_has_a_packaged_man_page() {
         .map(|(_, list)| list.trim())
         .unwrap_or_else(|| panic!("no page list in: {stderr}"));
     let subcommands: Vec<&str> = pages.split(", ").collect();
-    for sub in ["run", "daemon", "baseline", "check-config", "cache", "completions"] {
+    for sub in [
+        "run",
+        "daemon",
+        "baseline",
+        "check-config",
+        "cache",
+        "completions",
+    ] {
         assert!(subcommands.contains(&sub), "{sub} missing from {pages}");
     }
     let sources = asset_sources();
@@ -82,7 +89,10 @@ fn every_operator_subcommand_has_a_packaged_man_page() {
     wanted.extend(subcommands.iter().map(|s| format!("accountsync-{s}.1.gz")));
     for page in wanted {
         let source = format!("{GENERATED}{page}");
-        assert!(sources.contains(&source), "Cargo.toml does not package {page}");
+        assert!(
+            sources.contains(&source),
+            "Cargo.toml does not package {page}"
+        );
     }
     for source in sources.iter().filter(|s| !s.starts_with("target/")) {
         assert!(
