@@ -459,3 +459,38 @@ fn a_token_file_readable_by_others_is_warned_about() {
     let run = wd.exec(wd.command(&["check-config"]));
     assert!(!run.stderr().contains("readable by other users"), "{run}");
 }
+
+/// Root running a cache command on the service's cache would leave root-owned sled files
+/// that the service cannot rewrite: refused, naming the owner. Only testable as root (the
+/// test hands the cache to another uid); skipped otherwise.
+#[test]
+fn root_is_refused_a_cache_command_on_another_users_cache() {
+    use std::os::unix::fs::{MetadataExt, chown};
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let wd = Workdir::new("root-cache");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let file = wd.write("n.csv", numbered_export("R", 2));
+    wd.run(&[&file.display().to_string()]).expect_code(0);
+    const NOBODY: u32 = 65534;
+    let cache = wd.cache_dir();
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        chown(entry.expect("entry").path(), Some(NOBODY), None).expect("chown");
+    }
+    chown(&cache, Some(NOBODY), None).expect("chown");
+    let before = wd.cache_fingerprint();
+    let run = wd.exec(wd.command(&["cache", "stats"]));
+    run.expect_code(2)
+        .expect_stderr("(uid 65534); as root, this command would leave files in it")
+        .expect_stderr("Run it as the service user: sudo -u ");
+    assert!(run.stderr().contains(" cache stats"), "{run}");
+    assert_eq!(wd.cache_fingerprint(), before, "the cache was touched");
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        let meta = entry.expect("entry").metadata().expect("metadata");
+        assert_eq!(meta.uid(), NOBODY, "a root-owned file was left");
+    }
+}
