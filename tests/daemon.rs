@@ -285,3 +285,47 @@ fn a_daemon_run_waits_for_a_cache_held_by_another_process() {
     assert!(!log.contains("could not proceed"), "{log}");
     assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
 }
+
+/// At info, each run is one `Run started.` and one `Run finished.` line (with its run_id):
+/// the daemon's own wrapper lines are debug. A run that fails before it has a run_id is
+/// one error line, with the cause.
+#[test]
+fn each_run_logs_one_start_and_one_finish_line_and_a_failure_its_cause() {
+    let wd = Workdir::new("daemon-lines");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&conf(&sb, &wd));
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("G", 2));
+    let daemon = Daemon::start(&wd);
+    wait_for("the export to be archived", Duration::from_secs(30), || {
+        wd.path("archive/crm-1.csv").exists().then_some(())
+    });
+    // A file with a mapped column missing: the run stops before it has a run_id.
+    wd.write("inbox/crm-2.csv", "ref,mail\nX-1,x@example.com\n");
+    wait_for("the failed run", Duration::from_secs(30), || {
+        daemon.log().contains("has no column").then_some(())
+    });
+    let log_file = daemon.log.clone();
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
+    let log = std::fs::read_to_string(log_file).expect("daemon log");
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert!(lines("Run started.") >= 1, "{log}");
+    assert_eq!(lines("Run started."), lines("Run finished."), "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("Run started."))
+            .all(|l| l.contains("run_id=")),
+        "{log}"
+    );
+    assert_eq!(lines("Sync starting."), 0, "{log}");
+    assert_eq!(lines("Sync finished"), 0, "{log}");
+    assert_eq!(lines("Sync could not proceed"), 0, "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(!errors.is_empty(), "{log}");
+    for line in errors {
+        assert!(
+            line.contains("The run could not proceed") && line.contains("has no column"),
+            "an error line without the cause: {line}\n{log}"
+        );
+    }
+}

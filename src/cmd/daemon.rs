@@ -41,7 +41,7 @@ impl Host for Daemon {
         let token = match config.token() {
             Ok(t) => t,
             Err(error) => {
-                tracing::error!(%error, "Cannot start the run.");
+                tracing::error!(%error, "Cannot start the run; the schedule continues with the next run.");
                 write_failed_metrics(&config);
                 return 2;
             }
@@ -84,10 +84,12 @@ impl Host for Daemon {
         match outcome {
             Ok(result) => {
                 write_metrics(&config, &result);
+                log_stop(&result);
                 result.summary.exit_code
             }
             Err(error) => {
-                tracing::error!(%error, "The run could not proceed.");
+                // Before the run had a run_id: this is the one line that says why.
+                tracing::error!(%error, "The run could not proceed; the schedule continues with the next run.");
                 write_failed_metrics(&config);
                 2
             }
@@ -113,6 +115,22 @@ impl Host for Daemon {
             // Costs at most one catch-up run too many after a restart.
             tracing::warn!(%error, "Cannot record when the run ended.");
         }
+    }
+}
+
+/// A run that stopped early (401, a write failure, a long Retry-After, SIGTERM): why, at
+/// error when it exited 2, as `accountsync run` prints it; its `Run finished.` line has the
+/// counts but not the reason.
+fn log_stop(result: &pipeline::RunResult) {
+    let s = &result.summary;
+    let Some(why) = &s.stopped else {
+        return;
+    };
+    let report = result.report_dir.display();
+    if s.exit_code == 2 {
+        tracing::error!(run_id = s.run_id, %report, "The run stopped: {why}");
+    } else {
+        tracing::warn!(run_id = s.run_id, %report, "The run stopped: {why}");
     }
 }
 
