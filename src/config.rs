@@ -13,6 +13,7 @@ use crate::model::{ADDRESS_FIELDS, API_FIELDS};
 
 mod check;
 mod raw;
+mod redact;
 
 use check::Checker;
 pub use raw::MaxLength;
@@ -25,11 +26,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    /// `detail` is toml's message with its excerpt redacted (`redact.rs`), not the
+    /// `toml::de::Error` itself: that one's text quotes the line, a pasted token included.
+    #[error("config file {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
     #[error("config file {path}{}: [{key}] {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
@@ -58,6 +58,48 @@ pub enum ConfigError {
         "the API token (config [api] in {path}) holds a control character or a non-ASCII character, which cannot go in an HTTP header; copy the token again without them"
     )]
     TokenNotHeaderSafe { path: PathBuf },
+}
+
+/// Every problem found in one config file, ordered by line (problems of keys not written
+/// last); never empty. `check-config` lists them all, a run reports the first.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    first: ConfigError,
+    more: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// `None` for no problems.
+    fn new(mut all: Vec<ConfigError>) -> Option<ConfigErrors> {
+        let line = |e: &ConfigError| match e {
+            ConfigError::Invalid { line, .. } => line.unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        all.sort_by_key(line); // stable: one line's problems keep the order checked
+        let mut all = all.into_iter();
+        let first = all.next()?;
+        Some(ConfigErrors {
+            first,
+            more: all.collect(),
+        })
+    }
+
+    pub fn first(self) -> ConfigError {
+        self.first
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(first: ConfigError) -> Self {
+        ConfigErrors {
+            first,
+            more: Vec::new(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -164,33 +206,34 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and checks a config file. Opening is split from parsing so tests feed text.
+    /// Reads and checks a config file; the first problem, as a run reports it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_all(path).map_err(ConfigErrors::first)
+    }
+
+    /// Reads and checks a config file, with every value problem found (`check-config`). A
+    /// file that cannot be read or is not TOML has that one problem.
+    pub fn load_all(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        Config::parse_all(&text, path)
     }
 
     /// Parses config text as if read from `path`; relative paths resolve against its directory.
+    /// Opening is split from parsing so tests feed text.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_all(text, path).map_err(ConfigErrors::first)
+    }
+
+    /// [`Config::parse`] with every value problem found.
+    pub fn parse_all(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            source: Box::new(e),
+            detail: redact::parse_error(text, &e),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Checker { path, base }.check(raw).map_err(|e| match e {
-            ConfigError::Invalid {
-                path, key, message, ..
-            } => ConfigError::Invalid {
-                line: check::key_line(text, &key),
-                path,
-                key,
-                message,
-            },
-            other => other,
-        })
+        Checker::new(path, text).check(raw)
     }
 
     /// Reads the bearer token. Separate from parsing so `check-config`-style callers and

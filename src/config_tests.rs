@@ -138,6 +138,19 @@ fn a_missing_token_variable_is_named() {
     assert!(msg.contains("ACCOUNTSYNC_TEST_SURELY_UNSET"), "{msg}");
 }
 
+/// A token pasted where the variable's name belongs is refused without being repeated.
+#[test]
+fn a_token_env_that_is_no_variable_name_is_refused_without_showing_it() {
+    for value in ["sekret-tok-123", "1ABC", "ab cd", "eyJhbGciOi.x"] {
+        let text = MINIMAL.replace("[columns]", &format!("token_env = {value:?}\n[columns]"));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("does not look like a variable name"), "{msg}");
+        assert!(!msg.contains(value), "{msg}");
+    }
+    let text = MINIMAL.replace("[columns]", "token_env = \" _My_TOKEN2 \"\n[columns]");
+    assert!(matches!(parse(&text).unwrap().api.token, TokenSource::Env(v) if v == "_My_TOKEN2"));
+}
+
 /// check-config and run read the token through the same check: a control character is
 /// refused before any request, without echoing the token.
 #[test]
@@ -211,6 +224,18 @@ fn schedule_shutdown_and_metrics_have_defaults_and_limits() {
         &format!("{MINIMAL}[shutdown]\ndeadline_secs = 0\n"),
         &["[shutdown.deadline_secs]", "between 1 and 3600"],
     );
+    refused(
+        &format!("{MINIMAL}[cache]\npath = \"c\"\nbackup_file = \"c/backup.jsonl\"\n"),
+        &["[cache.backup_file] is inside [cache].path"],
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[cache]\npath = \"c\"\nbackup_file = \"c-backup.jsonl\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.cache_backup.as_deref(),
+        Some(Path::new("/etc/accountsync/c-backup.jsonl"))
+    );
 }
 
 /// A semantic error names the line of its key like a syntax error does; a table's own
@@ -281,4 +306,40 @@ fn base_url_with_credentials_query_or_garbage_is_refused() {
         expected.extend_from_slice(words);
         refused(&text, &expected);
     }
+}
+
+/// Independent problems are all found in one pass, each with its key and line, ordered by
+/// line; a run reports the first.
+#[test]
+fn every_independent_problem_is_listed_with_its_line() {
+    let text = format!(
+        "{MINIMAL}[rate]\nburst = 0\nmax_in_flight = 0\n[input]\ndelimiter = \";;\"\ndate_formats = [\"%Q\"]\n[shutdown]\ndeadline_secs = 0\n"
+    )
+    .replace("https://", "ftp://");
+    let path = Path::new("/etc/accountsync/accountsync.toml");
+    let all: Vec<String> = Config::parse_all(&text, path)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected = [
+        ":3: [api.base_url]",
+        ":8: [rate.burst]",
+        ":9: [rate.max_in_flight]",
+        ":11: [input.delimiter]",
+        ":12: [input.date_formats]",
+        ":14: [shutdown.deadline_secs]",
+    ];
+    assert_eq!(all.len(), expected.len(), "{all:#?}");
+    for (shown, want) in all.iter().zip(expected) {
+        assert!(shown.contains(want), "{want:?} not in {shown:?}");
+    }
+    let first = parse(&text).unwrap_err().to_string();
+    assert_eq!(first, all[0]);
+    // A syntax error is the only problem: nothing after it can be read.
+    let broken = format!("{text}\n[oops\n");
+    assert_eq!(
+        Config::parse_all(&broken, path).unwrap_err().iter().count(),
+        1
+    );
 }

@@ -31,7 +31,9 @@ use ticker::{Tick, Ticker};
 pub trait Host: Send + Sync + 'static {
     /// One inbox sync. `cancel` is cancelled on SIGTERM/SIGINT: the run then stops reading,
     /// lets requests in flight finish and writes an "interrupted" report. Returns the run's
-    /// exit code (0, 1 or 2, as `accountsync run`).
+    /// exit code (0, 1 or 2, as `accountsync run`). The host logs the run's start and end
+    /// at info and, for a run that could not proceed, its cause at error: the loop's own
+    /// lines about a run are debug.
     fn run(&self, cancel: CancellationToken) -> impl Future<Output = i32> + Send;
 
     /// Re-reads the config (on SIGHUP). `Err(message)` keeps the old config; `Ok` gives the
@@ -185,7 +187,8 @@ impl<H: Host> Daemon<H> {
     }
 
     fn start_run(&mut self, reason: &'static str, shutdown: &CancellationToken) {
-        tracing::info!(reason, "Sync starting.");
+        // Debug: the run's own `Run started.` (with its run_id) is the line at info.
+        tracing::debug!(reason, "Sync starting.");
         self.notifier.status("syncing");
         let cancel = shutdown.child_token();
         let host = self.host.clone();
@@ -248,14 +251,18 @@ async fn finished(running: &mut Option<Running>) -> Result<i32, JoinError> {
     }
 }
 
+/// Debug, whatever the code: a run logs its own `Run finished.` with its run_id and counts,
+/// and the host logs why a run failed, at error, with the cause ([`Host::run`]); a second
+/// line per run here would only repeat them. A task that panicked has neither, so that one
+/// is an error here.
 fn log_exit(result: Result<i32, JoinError>) {
     match result {
-        Ok(0) => tracing::info!(code = 0, "Sync finished."),
-        Ok(1) => tracing::warn!(
+        Ok(0) => tracing::debug!(code = 0, "Sync finished."),
+        Ok(1) => tracing::debug!(
             code = 1,
             "Sync finished; some records were rejected or failed (see the report)."
         ),
-        Ok(code) => tracing::error!(
+        Ok(code) => tracing::debug!(
             code,
             "Sync could not proceed; the schedule continues with the next run."
         ),

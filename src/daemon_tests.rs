@@ -159,6 +159,7 @@ impl Logs {
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
@@ -325,7 +326,27 @@ async fn a_run_exiting_2_does_not_stop_the_schedule() {
     // Every run counts as completed, whatever its code; but one cut short by the shutdown.
     let cut_short = host.cancelled.load(SeqCst);
     assert_eq!(host.completions.load(SeqCst) + cut_short, host.runs());
-    assert!(logs.lines_with("ERROR", "Sync could not proceed") >= 2);
+    // The host logs a failed run's cause at error; the loop's own line is debug, so the
+    // journal has one error line per failed run, not two.
+    assert!(logs.lines_with("DEBUG", "Sync could not proceed") >= 2);
+    assert_eq!(logs.lines_with("ERROR", "Sync"), 0);
+}
+
+/// The loop's lines about a run (start, finish, whatever the code) are debug: the run logs
+/// its own `Run started.` and `Run finished.` at info.
+#[tokio::test]
+async fn the_loop_logs_its_runs_at_debug_only() {
+    let (logs, _guard) = Logs::capture();
+    let host = Arc::new(Fake::new(50));
+    host.codes.lock().unwrap().extend([0, 1]);
+    let daemon = start(&host, EVERY_SECOND, true);
+    assert!(until(4, || host.completions.load(SeqCst) >= 3).await);
+    daemon.stop().await;
+    assert!(logs.lines_with("DEBUG", "Sync starting.") >= 3);
+    assert!(logs.lines_with("DEBUG", "Sync finished") >= 2);
+    for level in ["INFO", "WARN", "ERROR"] {
+        assert_eq!(logs.lines_with(level, "Sync "), 0, "{level}");
+    }
 }
 
 /// Records when each notice came, for the watchdog's pace.

@@ -51,6 +51,24 @@ pub fn show_headers(headers: &[String]) -> String {
     list.join(", ")
 }
 
+/// The headers (trimmed) that no `[columns]` entry names, in file order. Needs no
+/// [`Layout`], so `check-config` can list them when the layout cannot be resolved: when a
+/// mapped header is missing, these are where its misspelling hides.
+pub fn unread_headers(columns: &Columns, header: &[String]) -> Vec<String> {
+    let mapped: std::collections::BTreeSet<&str> = std::iter::once(&columns.accountreference)
+        .chain(columns.fields.values())
+        .chain(columns.addresses.values().flat_map(|m| m.values()))
+        .chain(columns.customparameters.values())
+        .map(String::as_str)
+        .collect();
+    header
+        .iter()
+        .map(|h| h.trim())
+        .filter(|h| !mapped.contains(h))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// How a column's cell becomes an API value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

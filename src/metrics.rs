@@ -72,6 +72,7 @@ pub fn write_failed(path: &Path, at: DateTime<Utc>) -> Result<(), MetricsError> 
         files: Vec::new(),
         counts: Counts::default(),
         retried_from_earlier_runs: Counts::default(),
+        errors_by_category: Default::default(),
         requests_sent: 0,
         retries: 0,
         throttled: 0,
@@ -140,6 +141,17 @@ fn render(s: &Summary, last_success: Option<f64>) -> String {
         "Records kept by earlier runs after transient failures and retried, by outcome.",
         &s.retried_from_earlier_runs,
     );
+    out.header(
+        "accountsync_last_run_errors",
+        "Rows of the run's errors.csv by category, one per message (a record can count more than once), remembered rejections included.",
+    );
+    for (category, n) in s.errors_by_category.iter() {
+        let _ = writeln!(
+            out.0,
+            "accountsync_last_run_errors{{category=\"{}\"}} {n}",
+            category.as_str()
+        );
+    }
     out.gauge(
         "accountsync_last_run_files",
         "Export files the run read.",

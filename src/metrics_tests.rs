@@ -44,6 +44,14 @@ fn night() -> Summary {
             rejected: 0,
             failed: 1,
         },
+        errors_by_category: {
+            use crate::model::Category::*;
+            let mut by = crate::report::CategoryCounts::default();
+            for (category, n) in [(Invalid, 30), (Conflict, 4), (Duplicate, 2), (Failed, 1)] {
+                (0..n).for_each(|_| by.add(category));
+            }
+            by
+        },
         requests_sent: 12,
         retries: 3,
         throttled: 1,
@@ -85,6 +93,16 @@ accountsync_last_run_outbox_records{outcome="unchanged"} 0
 accountsync_last_run_outbox_records{outcome="updated"} 1
 accountsync_last_run_outbox_records{outcome="rejected"} 0
 accountsync_last_run_outbox_records{outcome="failed"} 1
+# HELP accountsync_last_run_errors Rows of the run's errors.csv by category, one per message (a record can count more than once), remembered rejections included.
+# TYPE accountsync_last_run_errors gauge
+accountsync_last_run_errors{category="invalid"} 30
+accountsync_last_run_errors{category="conflict"} 4
+accountsync_last_run_errors{category="forbidden"} 0
+accountsync_last_run_errors{category="not_found"} 0
+accountsync_last_run_errors{category="not_configured"} 0
+accountsync_last_run_errors{category="duplicate"} 2
+accountsync_last_run_errors{category="malformed"} 0
+accountsync_last_run_errors{category="failed"} 1
 # HELP accountsync_last_run_files Export files the run read.
 # TYPE accountsync_last_run_files gauge
 accountsync_last_run_files 1
@@ -233,6 +251,8 @@ fn an_empty_inbox_is_no_success_and_an_early_failure_still_says_2() {
         "accountsync_last_run_exit_code 2",
         "accountsync_last_run_timestamp_seconds 3000",
         "accountsync_last_run_rows{outcome=\"read\"} 0",
+        "accountsync_last_run_errors{category=\"invalid\"} 0",
+        "accountsync_last_run_errors{category=\"failed\"} 0",
         "accountsync_last_run_requests_sent 0",
     ] {
         assert!(text.contains(&format!("\n{line}\n")), "{line}\n{text}");

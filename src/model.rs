@@ -95,6 +95,19 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the order of declaration (`c as usize` indexes it) and of
+    /// CONTRACT §6's list.
+    pub const ALL: [Category; 8] = [
+        Category::Invalid,
+        Category::Conflict,
+        Category::Forbidden,
+        Category::NotFound,
+        Category::NotConfigured,
+        Category::Duplicate,
+        Category::Malformed,
+        Category::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Invalid => "invalid",

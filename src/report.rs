@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Change, Position, Problem};
+use crate::model::{Category, Change, Position, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -50,6 +50,34 @@ impl Counts {
     }
 }
 
+/// Rows of `errors.csv` by category, every category present (zero when absent), so a
+/// dashboard or alert never has to tell "none" from "not written". Rows are messages: a
+/// record the API rejected with two messages counts twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CategoryCounts([u64; Category::ALL.len()]);
+
+impl CategoryCounts {
+    pub fn add(&mut self, category: Category) {
+        self.0[category as usize] += 1;
+    }
+
+    pub fn get(&self, category: Category) -> u64 {
+        self.0[category as usize]
+    }
+
+    /// In CONTRACT §6's order.
+    pub fn iter(&self) -> impl Iterator<Item = (Category, u64)> + '_ {
+        Category::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+}
+
+/// `{"invalid": 3, "conflict": 0, …}`.
+impl Serialize for CategoryCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter().map(|(c, n)| (c.as_str(), n)))
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FileSummary {
     pub path: String,
@@ -73,6 +101,8 @@ pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
     pub retried_from_earlier_runs: Counts,
+    /// What `errors.csv` holds, by category.
+    pub errors_by_category: CategoryCounts,
     pub requests_sent: u64,
     pub retries: u64,
     pub throttled: u64,
@@ -104,6 +134,8 @@ pub struct Report {
     run_id: String,
     errors: csv::Writer<File>,
     changes: csv::Writer<File>,
+    /// Counted as `errors.csv` rows are written, so the two always agree.
+    by_category: CategoryCounts,
 }
 
 impl Report {
@@ -155,7 +187,13 @@ impl Report {
             run_id,
             errors,
             changes,
+            by_category: CategoryCounts::default(),
         })
+    }
+
+    /// The rows written to `errors.csv` so far, by category.
+    pub fn errors_by_category(&self) -> &CategoryCounts {
+        &self.by_category
     }
 
     pub fn run_id(&self) -> &str {
@@ -186,7 +224,9 @@ impl Report {
         write_row(&mut self.errors, &row).map_err(|source| ReportError::Write {
             path: self.dir.join("errors.csv"),
             source,
-        })
+        })?;
+        self.by_category.add(p.category);
+        Ok(())
     }
 
     pub fn change(
@@ -279,128 +319,5 @@ fn csv_file(path: &Path, header: &[&str]) -> Result<csv::Writer<File>, ReportErr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formula_cells_get_a_leading_quote_and_nothing_else_changes() {
-        for (cell, written) in [
-            (
-                "=HYPERLINK(\"http://x\",\"y\")",
-                "'=HYPERLINK(\"http://x\",\"y\")",
-            ),
-            ("+cmd", "'+cmd"),
-            ("-2+3", "'-2+3"),
-            ("@SUM(1)", "'@SUM(1)"),
-            ("\t=1+1", "'\t=1+1"),
-            ("\r=1+1", "'\r=1+1"),
-            // Already quoted: quoted again, so that stripping one quote is always right.
-            ("'t Hooft", "''t Hooft"),
-            ("'=1+1", "''=1+1"),
-        ] {
-            assert_eq!(neutralise(cell), written, "{cell:?}");
-            assert!(matches!(neutralise(cell), Cow::Owned(_)));
-        }
-        for cell in [
-            "",
-            "R-1",
-            "jane@example.com",
-            "a=b",
-            "x+1",
-            " =1+1",       // a space first: spreadsheets read it as text already
-            "\u{ff1d}1+1", // fullwidth equals sign: not a formula
-            "0044",
-            "true",
-            "email address format invalid",
-        ] {
-            assert!(
-                matches!(neutralise(cell), Cow::Borrowed(c) if c == cell),
-                "{cell:?} was changed"
-            );
-        }
-    }
-
-    #[test]
-    fn stripping_one_leading_quote_gives_back_the_original() {
-        let original = |written: &str| written.strip_prefix('\'').unwrap_or(written).to_owned();
-        for cell in [
-            "",
-            "'",
-            "''",
-            "=",
-            "'=",
-            "-",
-            "--",
-            "@",
-            "\t",
-            "\r",
-            "'x",
-            "x'",
-            "=1+1",
-            "'+1",
-            "plain",
-            "-2+3",
-            "''t Hooft",
-        ] {
-            assert_eq!(original(&neutralise(cell)), cell, "{cell:?}");
-        }
-    }
-
-    #[test]
-    fn rows_are_written_neutralised_and_read_back_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let started = DateTime::parse_from_rfc3339("2026-12-03T02:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let mut report = Report::create(dir.path(), started).unwrap();
-        let pos = Position {
-            file: "export.csv".into(),
-            line: 7,
-        };
-        let problem = Problem {
-            category: crate::model::Category::Conflict,
-            http_status: Some(409),
-            field: "email".into(),
-            message: "-the email is already in use".into(),
-        };
-        report.problem(&pos, "=R-1", &problem).unwrap();
-        let change = Change {
-            field: "firstname".into(),
-            old: Some(crate::model::Value::Text("@old".into())),
-            new: crate::model::Value::Text("+new, \"quoted\"".into()),
-        };
-        report.change(&pos, "R-2", &change).unwrap();
-        report.errors.flush().unwrap();
-        report.changes.flush().unwrap();
-        let read = |name: &str| -> Vec<Vec<String>> {
-            csv::Reader::from_path(report.dir().join(name))
-                .unwrap()
-                .records()
-                .map(|r| r.unwrap().iter().map(str::to_owned).collect())
-                .collect()
-        };
-        assert_eq!(
-            read("errors.csv"),
-            [[
-                "export.csv",
-                "7",
-                "'=R-1",
-                "conflict",
-                "409",
-                "email",
-                "'-the email is already in use"
-            ]]
-        );
-        assert_eq!(
-            read("changes.csv"),
-            [[
-                "export.csv",
-                "7",
-                "R-2",
-                "firstname",
-                "'@old",
-                "'+new, \"quoted\""
-            ]]
-        );
-    }
-}
+#[path = "report_tests.rs"]
+mod tests;

@@ -152,9 +152,10 @@ fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
         daemon.log().contains("Daemon started").then_some(())
     });
 
+    // A token pasted into the file: an unknown key, refused, its value never logged.
     wd.write(
         "config.toml",
-        "[api]\nbase_url = \"https://x\"\ncolour = 1\n",
+        "[api]\nbase_url = \"https://x\"\ntoken = \"sekret-tok-123\"\n",
     );
     daemon.signal(libc::SIGHUP);
     wait_for("the reload to be refused", Duration::from_secs(10), || {
@@ -164,8 +165,13 @@ fn sighup_with_a_broken_config_keeps_the_daemon_on_the_old_one() {
             .then_some(())
     });
     assert!(
-        daemon.log().contains("colour"),
+        daemon.log().contains("unknown field `token`"),
         "the message names the bad key\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("sekret"),
+        "the pasted token was logged\n{}",
         daemon.log()
     );
 
@@ -319,4 +325,99 @@ fn a_daemon_stopped_mid_run_leaves_exactly_the_unconfirmed_records_to_the_next_o
     let lost: Vec<_> = all.difference(&union).collect();
     assert!(lost.is_empty(), "never reached the API: {lost:?}");
     assert_eq!(union, all);
+}
+
+/// An operator's `cache` command holding the cache when a scheduled run starts: the daemon's
+/// run waits for it (logged once) instead of losing the night, while `accountsync run` still
+/// fails at once with exit 2 (CONTRACT §1). The lock is held here the way sled takes it: an
+/// exclusive flock on the database file.
+#[test]
+fn a_daemon_run_waits_for_a_cache_held_by_another_process() {
+    let wd = Workdir::new("daemon-lock");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf {
+        extra: "[schedule]\ncron = \"0 0 0 1 1 *\"\n".into(),
+        ..conf(&sb, &wd)
+    });
+    let first = wd.write("first.csv", numbered_export("L", 1));
+    wd.run(&[&first.display().to_string()]).expect_code(0);
+    let lock = File::open(wd.cache_dir().join("db")).expect("the cache's db file");
+    lock.try_lock()
+        .expect("lock the cache as another process would");
+
+    let file = wd.write("n.csv", numbered_export("M", 2));
+    let run = wd.run(&[&file.display().to_string()]);
+    run.expect_code(2)
+        .expect_stderr("in use by another accountsync process");
+    assert!(run.elapsed < Duration::from_secs(10), "{run}");
+
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("W", 3));
+    let daemon = Daemon::start_with(&wd, &["daemon", "--run-now"], "daemon.log");
+    wait_for(
+        "the run to wait for the cache",
+        Duration::from_secs(20),
+        || {
+            daemon
+                .log()
+                .contains("the run waits up to 60 s")
+                .then_some(())
+        },
+    );
+    // Still waiting a few tries later, having sent nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sb.request_count(), 1, "{}", daemon.log());
+    drop(lock);
+    wait_for("the export to be archived", Duration::from_secs(30), || {
+        wd.path("archive/crm-1.csv").exists().then_some(())
+    });
+    assert_eq!(sb.request_count(), 4);
+    let log = daemon.log();
+    assert_eq!(log.matches("the run waits up to 60 s").count(), 1, "{log}");
+    assert!(!log.contains("could not proceed"), "{log}");
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
+}
+
+/// At info, each run is one `Run started.` and one `Run finished.` line (with its run_id):
+/// the daemon's own wrapper lines are debug. A run that fails before it has a run_id is
+/// one error line, with the cause.
+#[test]
+fn each_run_logs_one_start_and_one_finish_line_and_a_failure_its_cause() {
+    let wd = Workdir::new("daemon-lines");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&conf(&sb, &wd));
+    std::fs::create_dir_all(wd.path("inbox")).expect("inbox");
+    wd.write("inbox/crm-1.csv", numbered_export("G", 2));
+    let daemon = Daemon::start(&wd);
+    wait_for("the export to be archived", Duration::from_secs(30), || {
+        wd.path("archive/crm-1.csv").exists().then_some(())
+    });
+    // A file with a mapped column missing: the run stops before it has a run_id.
+    wd.write("inbox/crm-2.csv", "ref,mail\nX-1,x@example.com\n");
+    wait_for("the failed run", Duration::from_secs(30), || {
+        daemon.log().contains("has no column").then_some(())
+    });
+    let log_file = daemon.log.clone();
+    assert_eq!(daemon.stop(Duration::from_secs(10)), 0);
+    let log = std::fs::read_to_string(log_file).expect("daemon log");
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert!(lines("Run started.") >= 1, "{log}");
+    assert_eq!(lines("Run started."), lines("Run finished."), "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("Run started."))
+            .all(|l| l.contains("run_id=")),
+        "{log}"
+    );
+    assert_eq!(lines("Sync starting."), 0, "{log}");
+    assert_eq!(lines("Sync finished"), 0, "{log}");
+    assert_eq!(lines("Sync could not proceed"), 0, "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(!errors.is_empty(), "{log}");
+    for line in errors {
+        assert!(
+            line.contains("The run could not proceed") && line.contains("has no column"),
+            "an error line without the cause: {line}\n{log}"
+        );
+    }
 }

@@ -31,15 +31,41 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
                 .contains("\"email\" (mapped by [columns] email)"),
         "{run}"
     );
+    // The headers nothing reads are listed: the misspelling is among them.
+    assert!(
+        run.stdout()
+            .contains("columns no [columns] key reads (is a missing one spelled differently here?): \"mail\"\n"),
+        "{run}"
+    );
+
+    // A shutdown deadline the units' TimeoutStopSec=30s would cut short: a warning only.
+    wd.configure(&Conf {
+        extra: "[shutdown]\ndeadline_secs = 29\n".into(),
+        ..Conf::new(&sb)
+    });
+    let run = wd.exec(wd.command(&["check-config"]));
+    run.expect_code(0);
+    assert!(
+        run.stdout()
+            .contains("warning: [shutdown].deadline_secs = 29 is above 28 s"),
+        "{run}"
+    );
 
     let mut broken = Conf::new(&sb);
-    broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n".into();
+    broken.extra = "[schedule]\ncron = \"0 2 * * *\"\n[shutdown]\ndeadline_secs = 0\n".into();
     wd.configure(&broken);
     let run = wd.exec(wd.command(&["check-config"]));
     run.expect_code(2);
     assert!(
         run.stdout().contains("5 fields"),
         "a 5-field cron is explained\n{run}"
+    );
+    // One invocation lists every problem, not only the first.
+    assert!(
+        run.stdout()
+            .contains("[shutdown.deadline_secs] must be between 1 and 3600")
+            && run.stdout().contains("2 problem(s) to fix"),
+        "{run}"
     );
     // `run` never fires the schedule, but a config the daemon would refuse is a bad config
     // for every command (exit 2), so a wrong cron does not wait for the first daemon start.
@@ -51,6 +77,41 @@ fn check_config_explains_a_good_config_and_a_sample_with_a_missing_column() {
         0,
         "nothing sent with a bad config\n{run}"
     );
+}
+
+/// A token pasted into the config, as an unknown key or where the variable's name belongs,
+/// is refused without being echoed by `check-config` or `run` (both go to the journal).
+#[test]
+fn a_token_pasted_into_the_config_is_refused_without_being_shown() {
+    const SECRET: &str = "sekret-tok-123";
+    let wd = Workdir::new("pasted-token");
+    let sb = Sandbox::start(&wd, &[]);
+    let file = wd.write("one.csv", numbered_export("K", 1));
+    let file = file.display().to_string();
+    let text = std::fs::read_to_string(wd.configure(&Conf::new(&sb))).expect("config");
+    let env_line = format!("token_env = \"{}\"\n", util::TOKEN_ENV);
+    let stray = format!("{env_line}token = \"{SECRET}\"\n");
+    wd.write("config.toml", text.replace(&env_line, &stray));
+    let as_variable = Conf {
+        token_env: SECRET.into(),
+        ..Conf::new(&sb)
+    };
+    for (conf, needle) in [
+        (None, "unknown field `token`"),
+        (Some(as_variable), "does not look like a variable name"),
+    ] {
+        if let Some(conf) = &conf {
+            wd.configure(conf);
+        }
+        for args in [vec!["check-config"], vec!["run", &file]] {
+            let run = wd.exec(wd.command(&args));
+            run.expect_code(2);
+            let all = format!("{}{}", run.stdout(), run.stderr());
+            assert!(all.contains(needle), "{needle:?} missing\n{run}");
+            assert!(!all.contains(SECRET), "the token is shown\n{run}");
+        }
+    }
+    assert_eq!(sb.request_count(), 0);
 }
 
 #[test]
@@ -243,6 +304,26 @@ fn the_token_is_read_from_the_systemd_credentials_directory() {
     let run = wd.exec(cmd);
     run.expect_code(0);
     assert_eq!(sb.request_count(), 2, "{run}");
+
+    // From an operator's shell (no CREDENTIALS_DIRECTORY): check-config cannot see the
+    // token, says how to check it under systemd, and does not fail for it; a run does.
+    let mut cmd = wd.command(&["check-config"]);
+    cmd.env_remove(util::TOKEN_ENV)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    let check = wd.exec(cmd);
+    check.expect_code(0);
+    assert!(
+        check.stdout().contains(
+            "note: the token is read from the service's credentials; not checked outside systemd: run `sudo systemd-run --pipe --wait -p LoadCredential=api-token:/etc/accountsync/api-token accountsync --config "
+        ),
+        "{check}"
+    );
+    let mut cmd = wd.command(&["run", &file.display().to_string()]);
+    cmd.env_remove(util::TOKEN_ENV)
+        .env_remove("CREDENTIALS_DIRECTORY");
+    wd.exec(cmd)
+        .expect_code(2)
+        .expect_stderr("CREDENTIALS_DIRECTORY");
 }
 
 #[test]
@@ -281,6 +362,28 @@ fn the_metrics_file_counts_a_run_with_rejections() {
         text.contains("accountsync_last_run_exit_code 1\n"),
         "{text}"
     );
+    // errors.csv's rows by category, in the textfile and in summary.json, every category
+    // present (the demo export has one of each defect; zero for those it lacks).
+    let mut rows: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for row in run.errors() {
+        *rows.entry(row["category"].clone()).or_default() += 1;
+    }
+    assert!(rows["invalid"] > 0 && rows["duplicate"] > 0, "{rows:?}");
+    for category in [
+        "invalid",
+        "conflict",
+        "forbidden",
+        "not_found",
+        "not_configured",
+        "duplicate",
+        "malformed",
+        "failed",
+    ] {
+        let n = rows.get(category).copied().unwrap_or(0);
+        let line = format!("\naccountsync_last_run_errors{{category=\"{category}\"}} {n}\n");
+        assert!(text.contains(&line), "{line:?} missing in\n{text}");
+        assert_eq!(s["errors_by_category"][category], n, "{category}: {s:#}");
+    }
     assert!(
         text.contains("accountsync_last_success_timestamp_seconds "),
         "{text}"
@@ -355,4 +458,39 @@ fn a_token_file_readable_by_others_is_warned_about() {
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let run = wd.exec(wd.command(&["check-config"]));
     assert!(!run.stderr().contains("readable by other users"), "{run}");
+}
+
+/// Root running a cache command on the service's cache would leave root-owned sled files
+/// that the service cannot rewrite: refused, naming the owner. Only testable as root (the
+/// test hands the cache to another uid); skipped otherwise.
+#[test]
+fn root_is_refused_a_cache_command_on_another_users_cache() {
+    use std::os::unix::fs::{MetadataExt, chown};
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let wd = Workdir::new("root-cache");
+    let sb = Sandbox::start(&wd, &[]);
+    wd.configure(&Conf::new(&sb));
+    let file = wd.write("n.csv", numbered_export("R", 2));
+    wd.run(&[&file.display().to_string()]).expect_code(0);
+    const NOBODY: u32 = 65534;
+    let cache = wd.cache_dir();
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        chown(entry.expect("entry").path(), Some(NOBODY), None).expect("chown");
+    }
+    chown(&cache, Some(NOBODY), None).expect("chown");
+    let before = wd.cache_fingerprint();
+    let run = wd.exec(wd.command(&["cache", "stats"]));
+    run.expect_code(2)
+        .expect_stderr("(uid 65534); as root, this command would leave files in it")
+        .expect_stderr("Run it as the service user: sudo -u ");
+    assert!(run.stderr().contains(" cache stats"), "{run}");
+    assert_eq!(wd.cache_fingerprint(), before, "the cache was touched");
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        let meta = entry.expect("entry").metadata().expect("metadata");
+        assert_eq!(meta.uid(), NOBODY, "a root-owned file was left");
+    }
 }

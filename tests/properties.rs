@@ -59,6 +59,7 @@ fn summary(run_id: &str) -> Summary {
         files: Vec::new(),
         counts: Counts::default(),
         retried_from_earlier_runs: Counts::default(),
+        errors_by_category: Default::default(),
         requests_sent: 0,
         retries: 0,
         throttled: 0,

@@ -348,6 +348,7 @@ fn the_production_config_keeps_its_files_where_the_sandbox_allows_writes() {
         ("input", "dir"),
         ("input", "archive_dir"),
         ("cache", "path"),
+        ("cache", "backup_file"),
         ("report", "dir"),
     ] {
         let path = get(table, key).unwrap_or_else(|| panic!("[{table}].{key} is not set"));

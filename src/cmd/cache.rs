@@ -31,6 +31,11 @@ pub enum CacheCommand {
 pub fn cache(config_path: &Path, command: CacheCommand) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let (path, mb) = (&config.cache_path, config.cache_memory_mb);
+    if let Some(owner) = owner(path)
+        && let Some(why) = root_refusal(euid(), owner, &command_line())
+    {
+        anyhow::bail!("the cache {} {why}", path.display());
+    }
     let mut out = std::io::stdout().lock();
     match command {
         CacheCommand::Stats => {
@@ -82,4 +87,111 @@ pub fn cache(config_path: &Path, command: CacheCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who owns the cache: its folder, or the nearest folder above it that exists (an import
+/// into a cache moved aside creates it there). The uid, and the name `/etc/passwd` gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Owner {
+    uid: u32,
+    name: Option<String>,
+}
+
+fn owner(cache: &Path) -> Option<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = cache
+        .ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())?
+        .uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut fields = l.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
+    });
+    Some(Owner { uid, name })
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid(2) takes nothing, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Why root must not run this cache command, if it must not: sled rewrites its files even
+/// when only reading, so root would leave root-owned files in a cache the service (another
+/// user) then cannot rewrite, and every later run would fail. `command` is the command line
+/// to repeat as the owner.
+fn root_refusal(euid: u32, owner: Owner, command: &str) -> Option<String> {
+    if euid != 0 || owner.uid == 0 {
+        return None;
+    }
+    // sudo takes `#uid` for a user without a name.
+    let user = owner.name.unwrap_or_else(|| format!("'#{}'", owner.uid));
+    Some(format!(
+        "belongs to {user} (uid {}); as root, this command would leave files in it that the service cannot rewrite. Run it as the service user: sudo -u {user} {command}",
+        owner.uid
+    ))
+}
+
+/// This process's command line, quoted for a shell where needed.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args_os()
+        .map(|a| {
+            let a = a.to_string_lossy().into_owned();
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: Option<&str>) -> Owner {
+        Owner {
+            uid: 998,
+            name: name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn root_is_sent_to_the_cache_owner_and_nobody_else_is_stopped() {
+        let why = root_refusal(0, service(Some("accountsync")), "accountsync cache stats");
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "belongs to accountsync (uid 998); as root, this command would leave files in it that the service cannot rewrite. Run it as the service user: sudo -u accountsync accountsync cache stats"
+            )
+        );
+        let why = root_refusal(0, service(None), "accountsync cache export").unwrap();
+        assert!(
+            why.contains("sudo -u '#998' accountsync cache export"),
+            "{why}"
+        );
+        // The owner itself, another user, or root on root's own cache: no refusal.
+        assert_eq!(root_refusal(998, service(Some("accountsync")), "x"), None);
+        assert_eq!(root_refusal(1000, service(Some("accountsync")), "x"), None);
+        let root = Owner {
+            uid: 0,
+            name: Some("root".into()),
+        };
+        assert_eq!(root_refusal(0, root, "x"), None);
+    }
+
+    #[test]
+    fn the_owner_is_read_from_the_nearest_existing_folder() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mine = std::fs::metadata(dir.path()).unwrap().uid();
+        let owner = owner(&dir.path().join("not/yet/cache")).unwrap();
+        assert_eq!(owner.uid, mine);
+    }
 }

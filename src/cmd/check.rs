@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use accountsync::config::Config;
-use accountsync::map::Layout;
+use accountsync::config::{Config, ConfigError, TokenSource};
+use accountsync::map::{Layout, MapError, show_headers, unread_headers};
 use accountsync::read::Export;
 use accountsync::schedule::Schedule;
 
@@ -20,6 +20,10 @@ impl Findings {
     fn ok(&mut self, s: String) {
         self.lines.push(("ok", s));
     }
+    /// Worth knowing, not wrong: does not fail the check.
+    fn note(&mut self, s: String) {
+        self.lines.push(("note", s));
+    }
     fn warn(&mut self, s: String) {
         self.lines.push(("warning", s));
     }
@@ -31,17 +35,26 @@ impl Findings {
     }
 }
 
+/// The longest shutdown deadline the shipped units leave room for: their TimeoutStopSec=30s,
+/// less 2 s for the process to exit after its report.
+const UNIT_STOP_MARGIN_SECS: u64 = 28;
+
 /// Returns whether everything checked is usable.
 pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
     let mut f = Findings::default();
-    match Config::load(config_path) {
+    match Config::load_all(config_path) {
         Ok(config) => checks(&config, export, &mut f),
-        Err(e) => f.error(e.to_string()),
+        Err(problems) => {
+            for e in problems.iter() {
+                f.error(e.to_string());
+            }
+        }
     }
     for (level, line) in &f.lines {
         let priority = match *level {
             "error" => 3,
             "warning" => 4,
+            "note" => 5,
             _ => 6,
         };
         println!("{}", plain(priority, &format!("{level}: {line}")));
@@ -57,9 +70,14 @@ pub fn check(config_path: &Path, export: Option<&Path>) -> bool {
 
 fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
     f.ok(format!("config {} parses", config.path.display()));
-    match config.token() {
-        Ok(_) => f.ok("the API token is readable".into()),
-        Err(e) => f.error(e.to_string()),
+    match (config.token(), &config.api.token) {
+        (Ok(_), _) => f.ok("the API token is readable".into()),
+        // An operator's shell has no credentials directory: only systemd makes one, for the
+        // unit's processes. `run` and `daemon` still refuse to go on without the token.
+        (Err(ConfigError::NoCredentialsDirectory { .. }), TokenSource::Credential(name)) => {
+            f.note(credential_note(config, name, export))
+        }
+        (Err(e), _) => f.error(e.to_string()),
     }
     match Schedule::parse(&config.cron, &config.timezone) {
         Ok(s) => match s.next_after(chrono::Utc::now()) {
@@ -72,6 +90,12 @@ fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
             None => f.warn(format!("[schedule] {:?} never fires", config.cron)),
         },
         Err(e) => f.error(format!("[schedule] {e}")),
+    }
+    let deadline = config.shutdown_deadline.as_secs();
+    if deadline > UNIT_STOP_MARGIN_SECS {
+        f.warn(format!(
+            "[shutdown].deadline_secs = {deadline} is above {UNIT_STOP_MARGIN_SECS} s: the shipped units' TimeoutStopSec=30s SIGKILLs a stopping run before it has written its report; lower it, or raise TimeoutStopSec in a drop-in for both services"
+        ));
     }
     folder(f, "[input].dir", &config.input.dir, false);
     if let Some(dir) = &config.input.archive_dir {
@@ -88,6 +112,18 @@ fn checks(config: &Config, export: Option<&Path>, f: &mut Findings) {
     if let Some(path) = export {
         headers(config, path, f);
     }
+}
+
+/// How to check a credential token outside the service: the same `LoadCredential=` as the
+/// shipped units, in a transient unit whose output comes back to the shell.
+fn credential_note(config: &Config, name: &str, export: Option<&Path>) -> String {
+    let export = export
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default();
+    format!(
+        "the token is read from the service's credentials; not checked outside systemd: run `sudo systemd-run --pipe --wait -p LoadCredential={name}:/etc/accountsync/{name} accountsync --config {} check-config{export}` to check it",
+        config.path.display()
+    )
 }
 
 /// A folder a run reads or writes. `creatable`: a run creates it when missing, so only its
@@ -138,6 +174,17 @@ fn headers(config: &Config, path: &Path, f: &mut Findings) {
                 ));
             }
         }
-        Err(e) => f.error(format!("{}: {e}", path.display())),
+        Err(e) => {
+            f.error(format!("{}: {e}", path.display()));
+            // The headers nothing reads are where a missing one's misspelling is.
+            let unread = unread_headers(&config.columns, export.header());
+            if matches!(e, MapError::MissingColumns { .. }) && !unread.is_empty() {
+                f.note(format!(
+                    "{}: columns no [columns] key reads (is a missing one spelled differently here?): {}",
+                    path.display(),
+                    show_headers(&unread)
+                ));
+            }
+        }
     }
 }

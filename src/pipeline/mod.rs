@@ -336,6 +336,7 @@ pub async fn run(
         files: summaries,
         counts: total,
         retried_from_earlier_runs: earlier,
+        errors_by_category: report.errors_by_category().clone(),
         requests_sent: requests,
         retries: sender.stats.retries.load(Ordering::Relaxed),
         throttled: sender.stats.throttled.load(Ordering::Relaxed),
