@@ -233,6 +233,16 @@ impl Sender {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                         self.throttle.throttled();
                     }
+                    if retry_after.is_none() && status == Some(429) {
+                        // A 429 speaks of the sender's rate, not of this record: everyone
+                        // waits, this record's backoff without the jitter (which only
+                        // spreads records that wait apart).
+                        self.throttle.pause_for(retry::backoff_base(
+                            attempt,
+                            self.retry.initial_backoff,
+                            self.retry.max_backoff,
+                        ));
+                    }
                     if let Some(wait) = retry_after {
                         if wait > MAX_PAUSE {
                             let why = format!(
@@ -299,3 +309,7 @@ fn network_detail(e: &reqwest::Error) -> String {
         format!("{kind}: {root}")
     }
 }
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

@@ -183,9 +183,17 @@ pub fn field_of(message: &str) -> String {
 /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
 /// records spread out instead of returning in lockstep. `jitter` is in `[0, 1)`.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = initial.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    let capped = exp.min(max);
-    capped / 2 + capped.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    let base = backoff_base(attempt, initial, max);
+    base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// The backoff after `attempt` failed attempts before jitter: `initial` doubled per attempt,
+/// at most `max`. A 429 without `Retry-After` pauses the whole sender this long; no jitter
+/// there, since one pause for everyone has no lockstep to break.
+pub fn backoff_base(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    initial
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(max)
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

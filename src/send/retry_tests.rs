@@ -148,4 +148,12 @@ fn backoff_doubles_within_bounds_with_equal_jitter() {
     assert_eq!(b(3, 0.5), Duration::from_millis(600));
     assert_eq!(b(4, 1.0), Duration::from_millis(1000)); // capped
     assert_eq!(b(40, 1.0), Duration::from_millis(1000)); // no overflow
+    // The base: what a 429 without Retry-After pauses everyone for, with no jitter.
+    for (attempt, ms) in [(1, 200), (2, 400), (3, 800), (4, 1000), (u32::MAX, 1000)] {
+        assert_eq!(
+            backoff_base(attempt, initial, max),
+            Duration::from_millis(ms),
+            "attempt {attempt}"
+        );
+    }
 }
