@@ -746,3 +746,57 @@ fn a_429_storm_lowers_the_rate_until_429s_are_rare() {
         "the rate never went under the API's limit: {lowest}"
     );
 }
+
+/// A 4xx the Accounts API does not document (here 405, as a proxy in front of a wrong URL
+/// might answer) is not a permanent rejection (CONTRACT §4 lists 400, 403, 404, 409): the
+/// record is `failed` after one attempt, the run goes on, and the next run sends it again.
+#[test]
+fn an_undocumented_4xx_fails_once_keeps_the_record_and_the_run_goes_on() {
+    let _timing = shared();
+    let wd = Workdir::new("undocumented-4xx");
+    let sb = Sandbox::start(&wd, &["--fail-reference", "F-1", "--fail-status", "405"]);
+    wd.configure(&Conf {
+        max_attempts: 3,
+        ..Conf::new(&sb)
+    });
+    let export = wd.write(
+        "night1.csv",
+        small_export(&[
+            ("K-1", "k1@example.com", "Kim", "Ko"),
+            ("F-1", "f1@example.com", "Fay", "Fu"),
+            ("K-2", "k2@example.com", "Kai", "Ka"),
+        ]),
+    );
+    let export = export.display().to_string();
+    let run1 = wd.run(&[&export]);
+    run1.expect_code(1);
+    run1.expect_counts(3, 0, 2, 0, 1);
+    assert_eq!(run1.summary()["stopped"], json!(null), "{run1}");
+    let errors = run1.errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}\n{run1}");
+    let e = &errors[0];
+    assert_eq!(
+        [&e["accountreference"], &e["category"], &e["http_status"]],
+        ["F-1", "failed", "405"],
+        "{e:?}"
+    );
+    assert!(
+        e["message"].starts_with("unexpected HTTP 405") && e["message"].contains("[api].base_url"),
+        "{e:?}"
+    );
+    let first = sb.requests();
+    let f_attempts = first
+        .iter()
+        .filter(|r| r.reference.as_deref() == Some("F-1"))
+        .count();
+    assert_eq!(f_attempts, 1, "not retried within the run\n{run1}");
+
+    // Kept, not remembered as rejected: the next run sends it although its row is unchanged.
+    sb.set_failures(&[]);
+    let run2 = wd.run(&[&export]);
+    run2.expect_code(0);
+    let second = &sb.requests()[first.len()..];
+    assert_eq!(second.len(), 1, "{second:#?}\n{run2}");
+    assert_eq!(second[0].reference.as_deref(), Some("F-1"));
+    assert_eq!(second[0].status, 200);
+}

@@ -63,6 +63,8 @@ pub struct Sender {
     /// answers are no longer awaited and the records are kept for the next run.
     abandon: CancellationToken,
     interrupted: AtomicBool,
+    /// An undocumented 4xx was warned about in this run.
+    unexpected_seen: AtomicBool,
     pub stats: Arc<SendStats>,
     stop: Mutex<Option<Stop>>,
 }
@@ -77,6 +79,7 @@ impl Sender {
             cancel: CancellationToken::new(),
             abandon: CancellationToken::new(),
             interrupted: AtomicBool::new(false),
+            unexpected_seen: AtomicBool::new(false),
             stats: Arc::default(),
             stop: Mutex::new(None),
         }
@@ -223,6 +226,17 @@ impl Sender {
                 Decision::GiveUp { status, detail } => {
                     self.stop(detail.clone(), true);
                     return Delivery::Failed(failed(status, detail));
+                }
+                Decision::Unexpected { status, detail } => {
+                    // Once a run: the report lists every record, and the likely cause (a
+                    // wrong URL, a proxy) is one.
+                    if !self.unexpected_seen.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            status,
+                            "The API answered with a status it does not document; those records are kept for the next run. Check [api].base_url."
+                        );
+                    }
+                    return Delivery::Failed(failed(Some(status), detail));
                 }
                 Decision::Retry {
                     status,
