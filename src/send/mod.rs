@@ -87,9 +87,20 @@ impl Sender {
 
     /// Stops the run: no new request starts. The first reason wins.
     pub fn stop(&self, reason: String, fatal: bool) {
+        self.halt(reason, fatal, false);
+    }
+
+    /// Logged at error, unless `asked` (a signal, the operator's own request), which is
+    /// logged at warn: a routine `systemctl stop` is no error, and `journalctl -p err` should
+    /// show only the stops that need a look.
+    fn halt(&self, reason: String, fatal: bool, asked: bool) {
         let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         if stop.is_none() {
-            tracing::error!(reason, "Stopping the run.");
+            if asked {
+                tracing::warn!(reason, "Stopping the run.");
+            } else {
+                tracing::error!(reason, "Stopping the run.");
+            }
             *stop = Some(Stop { reason, fatal });
         }
         self.cancel.cancel();
@@ -100,9 +111,10 @@ impl Sender {
     /// sending the same values again is harmless).
     pub fn interrupt(&self, grace: Duration) {
         self.interrupted.store(true, Ordering::Relaxed);
-        self.stop(
+        self.halt(
             "interrupted by a signal; records not confirmed are kept for the next run".into(),
             false,
+            true,
         );
         let abandon = self.abandon.clone();
         tokio::spawn(async move {

@@ -122,3 +122,55 @@ async fn a_429_without_retry_after_pauses_every_record_for_the_backoff() {
     }
     assert_eq!(sender.stats.throttled.load(Ordering::Relaxed), 1);
 }
+
+/// Log lines written while `f` runs, without colours.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = lines.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// One way of stopping a run.
+type Stopping = fn(&Sender);
+
+/// A signalled stop is the operator's own (`systemctl stop`): a warning, so that
+/// `journalctl -p err` lists only the stops that need a look.
+#[tokio::test]
+async fn a_signalled_stop_is_a_warning_and_other_stops_are_errors() {
+    let cases: [(&str, Stopping); 2] = [
+        ("WARN", |s| s.interrupt(Duration::from_secs(1))),
+        ("ERROR", |s| {
+            s.stop("the API refused the token".into(), true)
+        }),
+    ];
+    for (level, stop) in cases {
+        let s = sender("http://127.0.0.1:9".into(), Duration::from_millis(10));
+        let out = logged(|| stop(&s));
+        let line = out
+            .lines()
+            .find(|l| l.contains("Stopping the run."))
+            .unwrap_or_else(|| panic!("no stop logged: {out}"));
+        assert!(line.contains(level), "expected {level}: {line}");
+        assert!(s.cancel.is_cancelled());
+    }
+}
