@@ -63,6 +63,8 @@ pub struct Sender {
     /// answers are no longer awaited and the records are kept for the next run.
     abandon: CancellationToken,
     interrupted: AtomicBool,
+    /// An undocumented 4xx was warned about in this run.
+    unexpected_seen: AtomicBool,
     pub stats: Arc<SendStats>,
     stop: Mutex<Option<Stop>>,
 }
@@ -77,6 +79,7 @@ impl Sender {
             cancel: CancellationToken::new(),
             abandon: CancellationToken::new(),
             interrupted: AtomicBool::new(false),
+            unexpected_seen: AtomicBool::new(false),
             stats: Arc::default(),
             stop: Mutex::new(None),
         }
@@ -84,9 +87,20 @@ impl Sender {
 
     /// Stops the run: no new request starts. The first reason wins.
     pub fn stop(&self, reason: String, fatal: bool) {
+        self.halt(reason, fatal, false);
+    }
+
+    /// Logged at error, unless `asked` (a signal, the operator's own request), which is
+    /// logged at warn: a routine `systemctl stop` is no error, and `journalctl -p err` should
+    /// show only the stops that need a look.
+    fn halt(&self, reason: String, fatal: bool, asked: bool) {
         let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         if stop.is_none() {
-            tracing::error!(reason, "Stopping the run.");
+            if asked {
+                tracing::warn!(reason, "Stopping the run.");
+            } else {
+                tracing::error!(reason, "Stopping the run.");
+            }
             *stop = Some(Stop { reason, fatal });
         }
         self.cancel.cancel();
@@ -97,9 +111,10 @@ impl Sender {
     /// sending the same values again is harmless).
     pub fn interrupt(&self, grace: Duration) {
         self.interrupted.store(true, Ordering::Relaxed);
-        self.stop(
+        self.halt(
             "interrupted by a signal; records not confirmed are kept for the next run".into(),
             false,
+            true,
         );
         let abandon = self.abandon.clone();
         tokio::spawn(async move {
@@ -223,6 +238,17 @@ impl Sender {
                     self.stop(detail.clone(), true);
                     return Delivery::Failed(failed(status, detail));
                 }
+                Decision::Unexpected { status, detail } => {
+                    // Once a run: the report lists every record, and the likely cause (a
+                    // wrong URL, a proxy) is one.
+                    if !self.unexpected_seen.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            status,
+                            "The API answered with a status it does not document; those records are kept for the next run. Check [api].base_url."
+                        );
+                    }
+                    return Delivery::Failed(failed(Some(status), detail));
+                }
                 Decision::Retry {
                     status,
                     retry_after,
@@ -231,6 +257,16 @@ impl Sender {
                     if status == Some(429) {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                         self.throttle.throttled();
+                    }
+                    if retry_after.is_none() && status == Some(429) {
+                        // A 429 speaks of the sender's rate, not of this record: everyone
+                        // waits, this record's backoff without the jitter (which only
+                        // spreads records that wait apart).
+                        self.throttle.pause_for(retry::backoff_base(
+                            attempt,
+                            self.retry.initial_backoff,
+                            self.retry.max_backoff,
+                        ));
                     }
                     if let Some(wait) = retry_after {
                         if wait > MAX_PAUSE {
@@ -298,3 +334,7 @@ fn network_detail(e: &reqwest::Error) -> String {
         format!("{kind}: {root}")
     }
 }
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

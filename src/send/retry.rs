@@ -21,14 +21,23 @@ pub enum Decision {
         detail: String,
     },
     /// Not retryable in this run but not the record's fault (an unexpected redirect): kept
-    /// for the next run like a transient failure.
+    /// for the next run like a transient failure, and the run stops (the URL is wrong).
     GiveUp {
         status: Option<u16>,
         detail: String,
     },
+    /// A 4xx the API's reference does not list (405, 410, 413, 415, 422, …): more likely a
+    /// proxy or a wrong `base_url` than the record's fault, so it is neither remembered as a
+    /// rejection nor sent again in this run, where it would get the same answer; the record
+    /// is kept for the next run and the run goes on.
+    Unexpected {
+        status: u16,
+        detail: String,
+    },
 }
 
-/// Classifies one HTTP answer.
+/// Classifies one HTTP answer. The permanent rejections are those CONTRACT §4 lists (400,
+/// 403, 404, 409); other 4xx are [`Decision::Unexpected`].
 pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Decision {
     let messages = || {
         let m = parse_messages(body);
@@ -57,6 +66,7 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Decis
     };
     match status {
         200..=299 => Decision::Success,
+        400 => reject(Category::Invalid),
         401 => Decision::Unauthorized,
         403 => reject(Category::Forbidden),
         404 => reject(Category::NotFound),
@@ -66,7 +76,17 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Decis
             retry_after,
             detail: format!("HTTP {status}: {}", messages().join("; ")),
         },
-        400..=499 => reject(Category::Invalid),
+        // The arms above took 400, 401, 403, 404, 408, 409, 425 and 429.
+        402..=499 => {
+            let said = parse_messages(body);
+            let mut detail = format!(
+                "unexpected HTTP {status} (not an answer the Accounts API documents); check [api].base_url; kept for the next run"
+            );
+            if !said.is_empty() {
+                detail = format!("{detail}: {}", said.join("; "));
+            }
+            Decision::Unexpected { status, detail }
+        }
         _ => Decision::GiveUp {
             status: Some(status),
             detail: format!(
@@ -183,9 +203,17 @@ pub fn field_of(message: &str) -> String {
 /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
 /// records spread out instead of returning in lockstep. `jitter` is in `[0, 1)`.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = initial.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    let capped = exp.min(max);
-    capped / 2 + capped.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    let base = backoff_base(attempt, initial, max);
+    base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// The backoff after `attempt` failed attempts before jitter: `initial` doubled per attempt,
+/// at most `max`. A 429 without `Retry-After` pauses the whole sender this long; no jitter
+/// there, since one pause for everyone has no lockstep to break.
+pub fn backoff_base(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    initial
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(max)
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

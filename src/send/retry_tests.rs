@@ -2,32 +2,66 @@ use super::*;
 
 #[test]
 fn statuses_decide_retry_reject_or_stop() {
-    let s = |status| classify(status, "• boom", None);
-    assert_eq!(s(200), Decision::Success);
-    assert_eq!(s(204), Decision::Success);
-    assert_eq!(s(401), Decision::Unauthorized);
-    for status in [408, 425, 429, 500, 502, 503, 504] {
-        assert!(
-            matches!(s(status), Decision::Retry { .. }),
-            "{status} is transient"
-        );
+    // (status, what it decides): CONTRACT §4 names the permanent rejections (400, 403, 404,
+    // 409); any other 4xx is unexpected, kept for the next run without stopping this one.
+    let table: &[(u16, &str)] = &[
+        (200, "success"),
+        (204, "success"),
+        (302, "give up"),
+        (400, "invalid"),
+        (401, "unauthorized"),
+        (403, "forbidden"),
+        (404, "not_found"),
+        (405, "unexpected"),
+        (406, "unexpected"),
+        (407, "unexpected"),
+        (408, "retry"),
+        (409, "conflict"),
+        (410, "unexpected"),
+        (411, "unexpected"),
+        (413, "unexpected"),
+        (414, "unexpected"),
+        (415, "unexpected"),
+        (422, "unexpected"),
+        (425, "retry"),
+        (429, "retry"),
+        (431, "unexpected"),
+        (451, "unexpected"),
+        (499, "unexpected"),
+        (500, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+        (504, "retry"),
+        (599, "retry"),
+        (600, "give up"),
+    ];
+    for &(status, expected) in table {
+        let got = match classify(status, "• boom", None) {
+            Decision::Success => "success",
+            Decision::Unauthorized => "unauthorized",
+            Decision::Retry { .. } => "retry",
+            Decision::GiveUp { .. } => "give up",
+            Decision::Unexpected { .. } => "unexpected",
+            Decision::Reject(p) => p[0].category.as_str(),
+        };
+        assert_eq!(got, expected, "HTTP {status}");
     }
-    let category = |status| match s(status) {
-        Decision::Reject(p) => p[0].category,
-        other => panic!("{status}: {other:?}"),
-    };
-    assert_eq!(category(400), Category::Invalid);
-    assert_eq!(category(403), Category::Forbidden);
-    assert_eq!(category(404), Category::NotFound);
-    assert_eq!(category(409), Category::Conflict);
-    assert_eq!(category(422), Category::Invalid);
-    assert!(matches!(
-        s(302),
-        Decision::GiveUp {
-            status: Some(302),
-            ..
+}
+
+#[test]
+fn an_unexpected_4xx_says_so_and_points_at_the_url() {
+    let d = classify(405, "Method Not Allowed", None);
+    assert_eq!(
+        d,
+        Decision::Unexpected {
+            status: 405,
+            detail: "unexpected HTTP 405 (not an answer the Accounts API documents); check [api].base_url; kept for the next run: Method Not Allowed".into()
         }
-    ));
+    );
+    let Decision::Unexpected { detail, .. } = classify(422, "", None) else {
+        panic!()
+    };
+    assert!(detail.ends_with("kept for the next run"), "{detail}");
 }
 
 #[test]
@@ -148,4 +182,12 @@ fn backoff_doubles_within_bounds_with_equal_jitter() {
     assert_eq!(b(3, 0.5), Duration::from_millis(600));
     assert_eq!(b(4, 1.0), Duration::from_millis(1000)); // capped
     assert_eq!(b(40, 1.0), Duration::from_millis(1000)); // no overflow
+    // The base: what a 429 without Retry-After pauses everyone for, with no jitter.
+    for (attempt, ms) in [(1, 200), (2, 400), (3, 800), (4, 1000), (u32::MAX, 1000)] {
+        assert_eq!(
+            backoff_base(attempt, initial, max),
+            Duration::from_millis(ms),
+            "attempt {attempt}"
+        );
+    }
 }
