@@ -1,4 +1,5 @@
-//! Record: the last stage, and the only place that writes the cache. It sees every row's
+//! Record: the last stage, and the only place that writes outcomes to the cache (the journal
+//! only writes a job's outbox entry ahead of its request). It sees every row's
 //! outcome exactly once, so it also keeps the bucket counts the summary adds up.
 
 use std::collections::BTreeSet;
