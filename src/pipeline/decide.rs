@@ -189,6 +189,20 @@ impl Duplicates {
     }
 }
 
+/// The record a valid newer row makes of a kept (unconfirmed) one: the newer row's values
+/// win, and what the kept row changed that the newer row leaves empty ("no change") is still
+/// sent, since it was never confirmed and an unconfirmed change is always tried again. The
+/// API then ends up with the latest value the exports gave for each field, whichever
+/// requests failed on the way, and an address object sent whole keeps the kept street the
+/// newer row leaves empty instead of losing it.
+fn carry_forward(mut kept: Fields, row: Fields) -> Fields {
+    if kept.is_empty() {
+        return row;
+    }
+    kept.extend(row);
+    kept
+}
+
 pub struct Decider<'a> {
     pub cache: &'a Cache,
     pub limits: &'a Limits,
@@ -269,7 +283,7 @@ impl Decider<'_> {
             pending: pending.is_some(),
             rejection: false,
         };
-        let uncertain = pending.map(|p| p.uncertain).unwrap_or_default();
+        let (kept, uncertain) = pending.map(|p| (p.fields, p.uncertain)).unwrap_or_default();
         if !problems.is_empty() {
             let mut step = done(reference, problems);
             if let Step::Done(o) = &mut step {
@@ -295,25 +309,11 @@ impl Decider<'_> {
                 rejection: true,
                 ..stale
             };
-            return self.fields(
-                origin,
-                pos,
-                reference,
-                mapped.fields,
-                stale,
-                raw,
-                &uncertain,
-            );
+            let fields = carry_forward(kept, mapped.fields);
+            return self.fields(origin, pos, reference, fields, stale, raw, &uncertain);
         }
-        self.fields(
-            origin,
-            pos,
-            reference,
-            mapped.fields,
-            stale,
-            raw,
-            &uncertain,
-        )
+        let fields = carry_forward(kept, mapped.fields);
+        self.fields(origin, pos, reference, fields, stale, raw, &uncertain)
     }
 
     /// Decides a valid record: diff against the confirmed values. `uncertain` are the

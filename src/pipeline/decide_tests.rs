@@ -328,9 +328,12 @@ fn a_row_reverted_after_an_unanswered_request_is_sent_to_put_the_api_back() {
         "changes.csv shows the last confirmed value as old"
     );
 
-    // A row without an email says nothing about it: not sent, and the email is no longer
-    // taken as confirmed once the kept entry is dropped (cache_tests).
+    // A row without an email says "no change": the kept, never confirmed b@b.co is still
+    // the latest value the exports gave, so it is sent (carried forward).
     let (v, _, sent) = verdict(f.decide(["A", ""], false, &Duplicates::default()));
-    assert!(!sent);
-    assert_eq!(v, Verdict::Unchanged);
+    assert!(sent, "{v:?}");
+    let Verdict::Updated(patch) = v else {
+        unreachable!()
+    };
+    assert_eq!(patch.body["email"], "b@b.co");
 }
