@@ -197,6 +197,13 @@ impl Recorder {
         Ok(())
     }
 
+    /// Everything recorded so far on disk: the report's rows and the cache.
+    pub fn sync(&mut self) -> Result<(), RecordError> {
+        self.report.sync()?;
+        self.cache.flush_blocking()?;
+        Ok(())
+    }
+
     pub fn into_report(self) -> (Report, Vec<Counts>, Counts, u64) {
         (self.report, self.files, self.earlier, self.cut_short)
     }

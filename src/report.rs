@@ -245,27 +245,43 @@ impl Report {
         })
     }
 
-    /// Flushes the CSV files and writes `summary.json` last, so its presence means the
-    /// report is complete.
-    pub fn finish(mut self, summary: &Summary) -> Result<PathBuf, ReportError> {
+    /// Puts every row written so far on disk (flush and fsync). Called before an export
+    /// leaves the inbox: once archived it is never read again, so its rows must already be
+    /// in this report, even if the run is killed before `summary.json`.
+    pub fn sync(&mut self) -> Result<(), ReportError> {
         for (w, name) in [
             (&mut self.errors, "errors.csv"),
             (&mut self.changes, "changes.csv"),
         ] {
-            w.flush().map_err(|e| ReportError::Write {
+            let write_err = |source: std::io::Error| ReportError::Write {
                 path: self.dir.join(name),
-                source: e.into(),
-            })?;
+                source: source.into(),
+            };
+            w.flush().map_err(write_err)?;
+            w.get_ref().sync_data().map_err(write_err)?;
         }
+        Ok(())
+    }
+
+    /// Syncs the CSV files and writes `summary.json` last, so its presence means the
+    /// report is complete. Written beside and renamed, so it is never seen half written.
+    pub fn finish(mut self, summary: &Summary) -> Result<PathBuf, ReportError> {
+        self.sync()?;
         let path = self.dir.join("summary.json");
+        let tmp = self.dir.join(".summary.json.tmp");
         let summary_err = |source| ReportError::Summary {
             path: path.clone(),
             source,
         };
-        let mut file = private_file(&path).map_err(summary_err)?;
+        let mut file = private_file(&tmp).map_err(summary_err)?;
         let json = serde_json::to_vec_pretty(summary).map_err(|e| summary_err(e.into()))?;
         file.write_all(&json).map_err(summary_err)?;
         file.write_all(b"\n").map_err(summary_err)?;
+        file.sync_data().map_err(summary_err)?;
+        std::fs::rename(&tmp, &path).map_err(summary_err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(summary_err)?;
         Ok(self.dir)
     }
 }

@@ -19,6 +19,9 @@ pub(super) enum Event {
     },
     /// Answered once every earlier event is recorded.
     Barrier(oneshot::Sender<()>),
+    /// Answered once every earlier event is recorded and on disk (report rows and cache):
+    /// `false` when that failed (the run is then stopped).
+    Sync(oneshot::Sender<bool>),
 }
 
 pub(super) fn delivered_event(job: Job, delivery: Delivery) -> Event {
@@ -34,6 +37,16 @@ pub(super) async fn recorded(events: &mpsc::Sender<Event>) {
         // An error means the record thread is gone; the run reports its failure.
         let _ = wait.await;
     }
+}
+
+/// Waits until everything sent before is recorded and on disk. `false` when it is not
+/// (a write failed and the run is stopping, or the record thread is gone).
+pub(super) async fn synced(events: &mpsc::Sender<Event>) -> bool {
+    let (done, wait) = oneshot::channel();
+    if events.send(Event::Sync(done)).await.is_err() {
+        return false;
+    }
+    wait.await.unwrap_or(false)
 }
 
 /// Final outcomes on their way to the record thread, sent in batches: one channel message
@@ -115,6 +128,17 @@ pub(super) fn record_all(
             }
             Event::Barrier(done) => {
                 let _ = done.send(());
+                continue;
+            }
+            Event::Sync(done) => {
+                if failure.is_none()
+                    && let Err(e) = recorder.sync()
+                {
+                    tracing::error!(error = %e, "Cannot put the run's records on disk; stopping the run.");
+                    cancel.cancel();
+                    failure = Some(e);
+                }
+                let _ = done.send(failure.is_none());
                 continue;
             }
         };

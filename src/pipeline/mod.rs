@@ -31,7 +31,7 @@ use crate::send::client::{Client, ClientError};
 use crate::send::throttle::Throttle;
 use crate::send::{Sender, Stop};
 pub use decide::{Decider, Duplicates, Job, RowSeed, Step, delivered};
-use events::{Batch, Event, record_all};
+use events::{Batch, Event, record_all, synced};
 use produce::{prepare_file, replay_earlier, stage};
 pub use progress::{LogWriter, Progress};
 
@@ -248,7 +248,7 @@ pub async fn run(
     let cancel = sender.cancel.clone();
     let record_task = tokio::task::spawn_blocking(move || record_all(recorder, event_rx, cancel));
 
-    let (complete, failure) = sync_all(&ctx, &sender, &events, &files, &run_id).await;
+    let (complete, archived, failure) = sync_all(&ctx, &sender, &events, &files, &run_id).await;
     drop(events);
     watcher.abort();
     on_signal.abort();
@@ -285,10 +285,6 @@ pub async fn run(
             Err(error) => tracing::warn!(%error, "Cannot write the cache backup."),
         }
     }
-    // Every outcome is on disk (flushed) unless there was a failure: only then may a file
-    // that was read to the end leave the inbox, even from a run stopped later (a 401 in
-    // the third file); its rows not sent are in the outbox.
-    let durable = failure.is_none();
     let stop = match failure {
         Some(e) => Some(Stop {
             reason: e.to_string(),
@@ -300,12 +296,10 @@ pub async fn run(
 
     let mut summaries = Vec::new();
     let mut total = Counts::default();
-    for ((path, counts), done) in files.iter().zip(per_file).zip(complete) {
+    for (((path, counts), done), archived_to) in
+        files.iter().zip(per_file).zip(complete).zip(archived)
+    {
         total.add(&counts);
-        let archived_to = match &config.input.archive_dir {
-            Some(dir) if from_inbox && done && !opts.dry_run && durable => archive(path, dir),
-            _ => None,
-        };
         summaries.push(FileSummary {
             path: path.display().to_string(),
             counts,
@@ -379,37 +373,51 @@ pub async fn run(
 }
 
 /// The files in order, then the replay of earlier runs' outbox. Returns which files were
-/// read to the end, and the failure that stopped the run, if any.
+/// read to the end, where each archived one went, and the failure that stopped the run,
+/// if any.
 async fn sync_all(
     ctx: &Arc<Ctx>,
     sender: &Arc<Sender>,
     events: &mpsc::Sender<Event>,
     files: &[PathBuf],
     run_id: &str,
-) -> (Vec<bool>, Option<RunError>) {
+) -> (Vec<bool>, Vec<Option<String>>, Option<RunError>) {
     let mut complete = vec![false; files.len()];
+    let mut archived = vec![None; files.len()];
+    let archive_dir = match (&ctx.config.input.archive_dir, ctx.opts.dry_run) {
+        (Some(dir), false) if ctx.opts.files.is_empty() => Some(dir.clone()),
+        _ => None,
+    };
     for (i, path) in files.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
-            return (complete, None);
+            return (complete, archived, None);
         }
         let (ctx2, path2, events2) = (ctx.clone(), path.clone(), events.clone());
         let produce =
             move |jobs: Option<&mpsc::Sender<Job>>| prepare_file(&ctx2, i, &path2, jobs, &events2);
         match stage(ctx, sender, events, produce).await {
             Ok(done) => complete[i] = done,
-            Err(e) => return (complete, Some(e)),
+            Err(e) => return (complete, archived, Some(e)),
+        }
+        // Archived as soon as its rows are on disk (outcomes in the cache, rows in this
+        // report), not at the end of the run: a run killed while on the next file must not
+        // read this one again, or it would send this file's values over the newer file's.
+        if let (Some(dir), true) = (&archive_dir, complete[i])
+            && synced(events).await
+        {
+            archived[i] = archive(path, dir);
         }
     }
     // A baseline records rows as confirmed without sending: replaying kept records that way
     // would mark them confirmed although the API never saw them.
     if ctx.cancel.is_cancelled() || ctx.opts.baseline {
-        return (complete, None);
+        return (complete, archived, None);
     }
     let (ctx2, events2, run_id2) = (ctx.clone(), events.clone(), run_id.to_owned());
     let produce =
         move |jobs: Option<&mpsc::Sender<Job>>| replay_earlier(&ctx2, &run_id2, jobs, &events2);
     let failure = stage(ctx, sender, events, produce).await.err();
-    (complete, failure)
+    (complete, archived, failure)
 }
 
 /// Moves a fully synced inbox file away. A failure only costs a re-read next night (every
