@@ -147,6 +147,12 @@ impl Sandbox {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /_sandbox/stats: {e}: {body}"))
     }
 
+    /// `GET path` on the sandbox, the body as text: for a test that parses only part of a
+    /// large answer (`/_sandbox/requests` after thousands of requests).
+    pub fn get(&self, path: &str) -> String {
+        self.http("GET", path, None)
+    }
+
     /// The sandbox's stderr so far, for failure messages.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
