@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use crate::model::{Category, Change, Position, Problem};
 
+mod incomplete;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot create report folder {path}: {source}")]
@@ -90,7 +92,7 @@ pub struct FileSummary {
 
 /// Records retried from earlier runs' outbox; they are not rows of this run's files, so
 /// they are counted apart (`rows_read` here is the number of records replayed).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Default)]
 pub struct Summary {
     pub run_id: String,
     pub dry_run: bool,
@@ -136,6 +138,10 @@ pub struct Report {
     changes: csv::Writer<File>,
     /// Counted as `errors.csv` rows are written, so the two always agree.
     by_category: CategoryCounts,
+    /// Held while the report is written: tells a later run this folder is not abandoned.
+    _lock: File,
+    /// Earlier runs' folders this one found incomplete and marked.
+    pub incomplete_earlier: Vec<PathBuf>,
 }
 
 impl Report {
@@ -166,6 +172,9 @@ impl Report {
                 Err(e) => return Err(create_err(&dir)(e)),
             }
         };
+        // Locked before the CSV files exist: a folder with an errors.csv and no lock taken is
+        // one that a later run may mark as incomplete.
+        let lock = incomplete::hold(&dir).map_err(create_err(&dir.join(incomplete::LOCK)))?;
         let errors = csv_file(
             &dir.join("errors.csv"),
             &[
@@ -182,12 +191,15 @@ impl Report {
             &dir.join("changes.csv"),
             &["file", "line", "accountreference", "field", "old", "new"],
         )?;
+        let incomplete_earlier = incomplete::mark(root, &dir);
         Ok(Report {
             dir,
             run_id,
             errors,
             changes,
             by_category: CategoryCounts::default(),
+            _lock: lock,
+            incomplete_earlier,
         })
     }
 
@@ -282,6 +294,8 @@ impl Report {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(summary_err)?;
+        // Complete: the lock file has said what it had to.
+        let _ = std::fs::remove_file(self.dir.join(incomplete::LOCK));
         Ok(self.dir)
     }
 }

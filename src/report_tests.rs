@@ -140,3 +140,47 @@ fn rows_are_written_neutralised_and_read_back_as_written() {
         ]]
     );
 }
+
+#[test]
+fn a_run_marks_the_reports_that_killed_runs_left_incomplete_and_only_those() {
+    let root = tempfile::tempdir().unwrap();
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    // Killed: its folder has errors.csv and .lock, no summary.json, and nobody holds the lock.
+    let killed = Report::create(root.path(), at("2026-12-01T02:00:00Z")).unwrap();
+    let killed_dir = killed.dir().to_path_buf();
+    drop(killed); // the process died: the lock goes with it
+    // Still writing (a dry run beside a real run): its lock is held. Being created, it marks
+    // the killed run's folder.
+    let running = Report::create(root.path(), at("2026-12-02T02:00:00Z")).unwrap();
+    assert_eq!(running.incomplete_earlier, vec![killed_dir.clone()]);
+    // Complete.
+    let done = Report::create(root.path(), at("2026-12-02T03:00:00Z")).unwrap();
+    let done_dir = done.finish(&summary("20261202T030000Z")).unwrap();
+    assert!(
+        !done_dir.join(".lock").exists(),
+        "a complete report keeps no lock file"
+    );
+
+    let next = Report::create(root.path(), at("2026-12-03T02:00:00Z")).unwrap();
+    assert!(
+        next.incomplete_earlier.is_empty(),
+        "marked once, and never a running one"
+    );
+    assert!(killed_dir.join("INCOMPLETE").exists());
+    assert!(!running.dir().join("INCOMPLETE").exists());
+    assert!(!done_dir.join("INCOMPLETE").exists());
+    let mode = std::fs::metadata(killed_dir.join("INCOMPLETE"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+}
+
+fn summary(run_id: &str) -> Summary {
+    Summary {
+        run_id: run_id.to_owned(),
+        ..Summary::default()
+    }
+}
