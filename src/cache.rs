@@ -260,6 +260,49 @@ impl Cache {
         })
     }
 
+    /// The write-ahead of a batch of jobs (`pipeline/journal.rs`): each `(reference, entry,
+    /// drop_rejection)` as [`Cache::keep_pending`] would write it, but as one atomic batch per
+    /// tree instead of a transaction per job, which cost more than the request at a fast API.
+    /// Safe without a transaction across the trees: the outbox batch goes first, and a crash
+    /// before the digests and rejections follow leaves a digest or a rejection beside an
+    /// entry with uncertain fields, which the decision never trusts over the entry.
+    pub fn keep_pending_batch(
+        &self,
+        entries: &[(String, Pending, bool)],
+    ) -> Result<(), CacheError> {
+        let t = self.trees()?;
+        let (mut outbox, mut digests, mut rejected) = (
+            sled::Batch::default(),
+            sled::Batch::default(),
+            sled::Batch::default(),
+        );
+        for (reference, pending, drop_rejection) in entries {
+            let key = reference.as_bytes();
+            let mut next;
+            let entry = match t.outbox.get(key)? {
+                Some(old) => {
+                    next = pending.clone();
+                    if let Some(old) = decode::<Pending>(reference, &old) {
+                        next.uncertain.extend(old.uncertain);
+                    }
+                    &next
+                }
+                None => pending,
+            };
+            outbox.insert(key, encode(reference, entry)?);
+            if !entry.uncertain.is_empty() {
+                digests.remove(key);
+            }
+            if *drop_rejection {
+                rejected.remove(key);
+            }
+        }
+        t.outbox.apply_batch(outbox)?;
+        t.digests.apply_batch(digests)?;
+        t.rejected.apply_batch(rejected)?;
+        Ok(())
+    }
+
     /// Forgets what a newer row made stale; a kept retry's uncertain fields leave the
     /// confirmed values with it.
     pub fn forget(

@@ -55,9 +55,7 @@ pub(super) async fn journal(
 }
 
 fn write(cache: &Cache, entries: &[(String, Pending, bool)]) -> Result<(), CacheError> {
-    for (reference, pending, drop_rejection) in entries {
-        cache.keep_pending(reference, pending, *drop_rejection)?;
-    }
+    cache.keep_pending_batch(entries)?;
     cache.flush_blocking()
 }
 

@@ -33,6 +33,9 @@ where
         return produced?;
     }
     let (jobs, job_rx) = mpsc::channel::<Job>(ctx.config.rate.max_in_flight * 2 + 16);
+    // No deeper than the sender's slots: every job read ahead of the sender is one a signal
+    // turns into "not sent" (measured: a queue of 640 sent 12% more a second to a local
+    // sandbox, nothing to a real API's rate).
     let (durable, durable_rx) = mpsc::channel::<Job>(ctx.config.rate.max_in_flight);
     let ahead = tokio::spawn(journal(ctx.clone(), sender.clone(), job_rx, durable));
     let send = tokio::spawn(
