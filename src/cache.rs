@@ -32,7 +32,7 @@ use crate::diff::apply;
 use crate::model::RowDigest;
 use crate::model::{Change, Fields, Problem};
 pub use admin::{AdminError, Entry, Stats, last_run, set_last_run};
-pub use index::{RowIndex, hash128, key as index_key};
+pub use index::{RowIndex, hash128, key as index_key, key_of as index_key_of};
 
 /// Bumped when the stored shape changes, so an old binary refuses a newer cache instead of
 /// misreading it.

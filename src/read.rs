@@ -182,16 +182,25 @@ impl<R: Read> Read for CrlfToLf<R> {
             }
             let mut written = 0;
             let mut consumed = 0;
+            // Copies runs without a CR whole (memchr finds the next one): a byte-at-a-time
+            // loop here cost as much as the csv parser itself on a warm night.
             while consumed < buf.len() && written < out.len() {
-                let b = buf[consumed];
-                consumed += 1;
-                let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
-                out[written] = match b {
-                    b'\n' if after_cr => continue, // the LF of a CRLF
-                    b'\r' => b'\n',
-                    b => b,
-                };
-                written += 1;
+                if std::mem::take(&mut self.after_cr) && buf[consumed] == b'\n' {
+                    consumed += 1; // the LF of a CRLF
+                    continue;
+                }
+                let take = (buf.len() - consumed).min(out.len() - written);
+                let chunk = &buf[consumed..consumed + take];
+                let run = memchr::memchr(b'\r', chunk).unwrap_or(take);
+                out[written..written + run].copy_from_slice(&chunk[..run]);
+                written += run;
+                consumed += run;
+                if run < take {
+                    out[written] = b'\n';
+                    written += 1;
+                    consumed += 1;
+                    self.after_cr = true;
+                }
             }
             self.inner.consume(consumed);
             // Only the LF of a CRLF was consumed: 0 would mean end of file, so read on.

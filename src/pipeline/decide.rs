@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use csv::ByteRecord;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::cache::{Cache, CacheError, RowIndex, hash128};
+use crate::cache::{Cache, CacheError, RowIndex, hash128, index_key_of as key_of};
 use crate::config::{Config, Limits};
 use crate::diff::{diff, fingerprint};
 use crate::map::{Layout, map_record};
@@ -108,10 +108,27 @@ impl RowSeed {
     }
 }
 
+/// One row of the first pass: its reference's 128-bit hash (as two halves, so the struct is
+/// 40 bytes, not 48 with a `u128`'s alignment), where it is, and its raw digest.
+struct Seen {
+    /// The high half: the row index's key.
+    key: u64,
+    low: u64,
+    line: u64,
+    row: u64,
+    digest: u64,
+}
+
+impl Seen {
+    fn hash(&self) -> u128 {
+        (u128::from(self.key) << 64) | u128::from(self.low)
+    }
+}
+
 /// The first pass over a file: which references appear on more than one row (a row may only
 /// be sent once its reference is known to be alone), and which rows the row index already
-/// knows as unchanged. It keeps a 128-bit hash and a line per row in one flat vector (24
-/// bytes a row, sorted once) and a bit per row, not strings.
+/// knows as unchanged. It keeps a hash, a line, a row number and a digest per row in one
+/// flat vector (40 bytes a row, sorted once) and a bit per row, not strings.
 #[derive(Default)]
 pub struct Duplicates {
     lines: HashMap<u128, Vec<u64>>,
@@ -134,7 +151,7 @@ impl Duplicates {
         mut progress: impl FnMut(u64),
     ) -> Result<Duplicates, ReadError> {
         let mut dups = Duplicates::default();
-        let mut seen: Vec<(u128, u64)> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
         let mut record = ByteRecord::new();
         let mut scratch = Vec::new();
         let check_index = !index.is_empty();
@@ -152,17 +169,33 @@ impl Duplicates {
                 continue;
             }
             let hash = hash128(reference);
-            seen.push((hash, line_of(&record)));
-            if check_index && index.get(hash as u64) == Some(seed.digest(&record, &mut scratch)) {
-                dups.known[(row / 64) as usize] |= 1 << (row % 64);
-                dups.known_rows += 1;
+            seen.push(Seen {
+                key: key_of(hash),
+                low: hash as u64,
+                line: line_of(&record),
+                row,
+                digest: match check_index {
+                    true => seed.digest(&record, &mut scratch),
+                    false => 0,
+                },
+            });
+        }
+        // One sort serves both questions: equal references are neighbours, and the index
+        // key is the hash's high half, so the index is walked in order alongside.
+        seen.sort_unstable_by_key(|s| (s.key, s.low));
+        if check_index {
+            let mut cursor = index.cursor();
+            for s in &seen {
+                if cursor.get(s.key) == Some(s.digest) {
+                    dups.known[(s.row / 64) as usize] |= 1 << (s.row % 64);
+                    dups.known_rows += 1;
+                }
             }
         }
-        seen.sort_unstable();
-        for group in seen.chunk_by(|a, b| a.0 == b.0) {
-            if let [(key, _), _, ..] = group {
+        for group in seen.chunk_by(|a, b| (a.key, a.low) == (b.key, b.low)) {
+            if let [first, _, ..] = group {
                 dups.lines
-                    .insert(*key, group.iter().map(|(_, line)| *line).collect());
+                    .insert(first.hash(), group.iter().map(|s| s.line).collect());
             }
         }
         dups.bytes = export.offset();
