@@ -218,6 +218,28 @@ fn the_row_index_is_gone_while_a_run_writes_and_back_after_it() {
     assert_eq!(cache.row_index().get(index_key("A")), Some(42));
 }
 
+/// Garbage over the whole data file: what a torn write after a kill can leave, at worst.
+fn damage(path: &Path) {
+    std::thread::sleep(std::time::Duration::from_millis(200)); // sled's flusher lets go
+    let db = path.join("db");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0xA5; len.max(4096)]).unwrap();
+}
+
+/// `Cache::open_or_recover`, once sled's flusher has let go of the lock.
+fn recover(path: &Path, backup: Option<&Path>) -> (Cache, Option<String>) {
+    (0..200)
+        .find_map(|_| match Cache::open_or_recover(path, 16, backup) {
+            Err(CacheError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+            other => Some(other),
+        })
+        .expect("stayed locked")
+        .unwrap_or_else(|e| panic!("not recovered: {e}"))
+}
+
 #[test]
 fn a_damaged_cache_is_moved_aside_and_restored_from_its_backup() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,22 +252,8 @@ fn a_damaged_cache_is_moved_aside_and_restored_from_its_backup() {
             .unwrap();
         assert_eq!(cache.write_backup(&backup).unwrap(), 1);
     }
-    std::thread::sleep(std::time::Duration::from_millis(200)); // sled's flusher lets go
-    // Garbage over the whole data file: what a torn write after a kill can leave, at worst.
-    let db = path.join("db");
-    let len = std::fs::metadata(&db).unwrap().len() as usize;
-    std::fs::write(&db, vec![0xA5; len.max(4096)]).unwrap();
-
-    let (cache, what) = (0..200)
-        .find_map(|_| match Cache::open_or_recover(&path, 16, Some(&backup)) {
-            Err(CacheError::Locked { .. }) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                None
-            }
-            other => Some(other),
-        })
-        .expect("stayed locked")
-        .unwrap_or_else(|e| panic!("not recovered: {e}"));
+    damage(&path);
+    let (cache, what) = recover(&path, Some(&backup));
     let what = what.expect("the damage is reported");
     assert!(
         what.contains("damaged") && what.contains("restored 1 references"),
@@ -330,21 +338,8 @@ fn without_a_backup_a_damaged_cache_still_keeps_its_open_records() {
             "B only: A is not open"
         );
     }
-    std::thread::sleep(std::time::Duration::from_millis(200)); // sled's flusher lets go
-    let db = path.join("db");
-    let len = std::fs::metadata(&db).unwrap().len() as usize;
-    std::fs::write(&db, vec![0xA5; len.max(4096)]).unwrap();
-
-    let (cache, what) = (0..200)
-        .find_map(|_| match Cache::open_or_recover(&path, 16, None) {
-            Err(CacheError::Locked { .. }) => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                None
-            }
-            other => Some(other),
-        })
-        .expect("stayed locked")
-        .unwrap_or_else(|e| panic!("not recovered: {e}"));
+    damage(&path);
+    let (cache, what) = recover(&path, None);
     let what = what.expect("the damage is reported");
     assert!(what.contains("restored 1 kept retries"), "{what}");
     let b = cache

@@ -244,6 +244,69 @@ mod tests {
         }
     }
 
+    /// A reader that hands out at most `step` bytes a call, so a CR and its LF can fall into
+    /// two fills of the inner buffer.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.bytes.len().min(self.step).min(out.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// What the folding must give: CRLF, then lone CRs, as LF; a line break at the end.
+    fn model(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < input.len() {
+            match input[i] {
+                b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                    out.push(b'\n');
+                    i += 2;
+                }
+                b'\r' => {
+                    out.push(b'\n');
+                    i += 1;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        if out.last().is_some_and(|&b| b != b'\n') {
+            out.push(b'\n');
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn folding_line_ends_matches_the_model_at_any_read_sizes(
+            input in proptest::collection::vec(proptest::sample::select(b"ab,\r\n\"".to_vec()), 0..300),
+            step in 1usize..8,
+            chunk in 1usize..8,
+        ) {
+            let mut r = CrlfToLf::new(Trickle { bytes: &input, step });
+            let mut out = Vec::new();
+            let mut buf = vec![0; chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            proptest::prop_assert_eq!(out, model(&input));
+        }
+    }
+
     fn lines(bytes: &[u8]) -> Vec<u64> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.csv");

@@ -149,31 +149,47 @@ fn a_429_storm_still_lands_every_record() {
     }
 }
 
-#[test]
-fn no_request_starts_before_retry_after_has_passed() {
-    let _timing = shared();
-    let wd = Workdir::new("retry-after");
+/// A sync of `n` rows against a sandbox that allows 5 requests a second and answers the rest
+/// with 429 and `Retry-After: 1`; every record must land. Returns the run, the sandbox's
+/// request log and the 429s in it (at least one, or nothing was tested).
+fn throttled_sync(
+    name: &str,
+    n: usize,
+    max_in_flight: usize,
+    max_attempts: u32,
+) -> (util::Run, Vec<util::Logged>, Vec<util::Logged>) {
+    let wd = Workdir::new(name);
     let sb = Sandbox::start(&wd, &["--rate-limit", "5"]);
     wd.configure(&Conf {
         requests_per_second: 100.0,
         burst: 20,
-        // One request at a time, so every request after a 429 is a new start.
-        max_in_flight: 1,
-        max_attempts: 10,
+        max_in_flight,
+        max_attempts,
         ..Conf::new(&sb)
     });
-    let n = 12;
-    let file = wd.write("export.csv", numbered_export("Q-", n));
+    let file = wd.write("export.csv", numbered_export(&format!("{name}-"), n));
     let run = wd.run(&[&file.display().to_string()]);
     run.expect_code(0);
     run.expect_counts(n as u64, 0, n as u64, 0, 0);
-
     let requests = sb.requests();
-    let throttled: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    let throttled: Vec<_> = requests
+        .iter()
+        .filter(|r| r.status == 429)
+        .cloned()
+        .collect();
     assert!(
         !throttled.is_empty(),
         "the sandbox never throttled: nothing tested"
     );
+    assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
+    (run, requests, throttled)
+}
+
+#[test]
+fn no_request_starts_before_retry_after_has_passed() {
+    let _timing = shared();
+    // One request at a time, so every request after a 429 is a new start.
+    let (_, requests, throttled) = throttled_sync("retry-after", 12, 1, 10);
     // The sandbox stamps `received_ms` when a request reaches it; the 429 is written after
     // that and the product can only start its pause once it has read the answer, so every
     // later arrival is at least 1000 ms after the 429's own stamp on the sandbox's clock.
@@ -193,7 +209,6 @@ fn no_request_starts_before_retry_after_has_passed() {
             );
         }
     }
-    assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
 }
 
 /// The pause is the whole sender's, not the throttled task's: with 8 requests in flight the
@@ -202,29 +217,9 @@ fn no_request_starts_before_retry_after_has_passed() {
 #[test]
 fn a_429_pauses_every_request_in_flight_not_only_its_own_task() {
     let _timing = exclusive();
-    let wd = Workdir::new("retry-after-8");
-    let sb = Sandbox::start(&wd, &["--rate-limit", "5"]);
-    wd.configure(&Conf {
-        requests_per_second: 100.0,
-        burst: 20,
-        max_in_flight: 8,
-        // 8 requests race for 5 slots a second: many attempts get a 429 (not what this test
-        // is about, so no record may give up).
-        max_attempts: 30,
-        ..Conf::new(&sb)
-    });
-    let n = 20;
-    let file = wd.write("export.csv", numbered_export("P-", n));
-    let run = wd.run(&[&file.display().to_string()]);
-    run.expect_code(0);
-    run.expect_counts(n as u64, 0, n as u64, 0, 0);
-
-    let requests = sb.requests();
-    let throttled: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
-    assert!(
-        !throttled.is_empty(),
-        "the sandbox never throttled: nothing tested"
-    );
+    // 8 requests race for 5 slots a second: many attempts get a 429 (not what this test is
+    // about, so no record may give up).
+    let (run, requests, throttled) = throttled_sync("retry-after-8", 20, 8, 30);
     // The sandbox answers `Retry-After: 1` (whole seconds) and stamps `received_ms` when a
     // request arrives. The product's pause starts when it *receives* the 429, later than
     // that stamp, and requests already on their way then (up to 7 others) may still arrive:
@@ -258,7 +253,6 @@ fn a_429_pauses_every_request_in_flight_not_only_its_own_task() {
         early.len(),
         early[..early.len().min(10)].join("\n  ")
     );
-    assert!(run.count("throttled") as usize >= throttled.len(), "{run}");
 }
 
 #[test]
