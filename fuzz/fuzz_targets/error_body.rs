@@ -40,6 +40,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(s, Some(status));
             check_message(&detail);
         }
+        Decision::Unexpected { detail, status: s } => {
+            assert_eq!(s, status);
+            assert!(
+                (400..=499).contains(&status),
+                "unexpected {status} outside 4xx"
+            );
+            assert!(
+                ![400, 403, 404, 409].contains(&status),
+                "a documented 4xx as unexpected"
+            );
+            check_message(&detail);
+        }
         Decision::Success => assert!((200..=299).contains(&status)),
         Decision::Unauthorized => assert_eq!(status, 401),
     }
