@@ -94,8 +94,8 @@ impl Schedule {
         };
         // 30 February parses but never comes; refuse it now instead of idling forever. The
         // probe starts on a fixed date to keep this pure; a match within the next 8 years
-        // covers 29 February.
-        let probe = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+        // covers 29 February (1972).
+        let probe = DateTime::<Utc>::UNIX_EPOCH;
         if schedule.next_after(probe).is_none() {
             return Err(ScheduleError::Never {
                 cron: schedule.expression,

@@ -4,6 +4,12 @@
 //! rules on its own, so a rule the product gets wrong shows up as a test failure instead of
 //! being agreed with.
 
+// A stand-in server must not fall over on a client's bad request either.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod cli;
 mod conn;
 mod demo;
