@@ -323,20 +323,7 @@ fn a_server_error_is_retried_then_kept_for_the_next_run() {
     let run1 = wd.run(&[&with_f]);
     run1.expect_code(1);
     run1.expect_counts(3, 0, 2, 0, 1);
-    let errors = run1.errors();
-    assert_eq!(errors.len(), 1, "{errors:#?}\n{run1}");
-    let e = &errors[0];
-    assert_eq!(
-        [
-            &e["file"],
-            &e["line"],
-            &e["accountreference"],
-            &e["category"],
-            &e["http_status"]
-        ],
-        [&with_f, "3", "F-1", "failed", "500"],
-        "{e:?}"
-    );
+    run1.only_error([&with_f, "3", "F-1", "failed", "500"]);
     let sent1 = sb.requests();
     let f_attempts: Vec<_> = sent1
         .iter()
@@ -415,20 +402,7 @@ fn a_record_that_met_only_network_errors_is_failed_kept_and_sent_later() {
     let run1 = wd.run(&[&night1]);
     run1.expect_code(1);
     run1.expect_counts(1, 0, 0, 0, 1);
-    let errors = run1.errors();
-    assert_eq!(errors.len(), 1, "{errors:#?}\n{run1}");
-    let e = &errors[0];
-    assert_eq!(
-        [
-            &e["file"],
-            &e["line"],
-            &e["accountreference"],
-            &e["category"],
-            &e["http_status"]
-        ],
-        [&night1, "2", "N-1", "failed", ""],
-        "{e:?}\n{run1}"
-    );
+    let e = run1.only_error([&night1, "2", "N-1", "failed", ""]);
     let last = e["message"]
         .strip_prefix("gave up after 2 attempts; last: ")
         .unwrap_or_else(|| panic!("message {:?}\n{run1}", e["message"]));

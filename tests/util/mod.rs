@@ -685,6 +685,25 @@ impl Run {
         read_csv_maps(&self.report_dir().join("errors.csv"))
     }
 
+    /// The one row of `errors.csv`, checked against `[file, line, accountreference, category,
+    /// http_status]`; the row comes back for the rest of the test (the message).
+    #[track_caller]
+    pub fn only_error(&self, expected: [&str; 5]) -> BTreeMap<String, String> {
+        let mut errors = self.errors();
+        assert_eq!(errors.len(), 1, "{errors:#?}\n{self}");
+        let e = errors.remove(0);
+        let got = [
+            "file",
+            "line",
+            "accountreference",
+            "category",
+            "http_status",
+        ]
+        .map(|k| e[k].as_str());
+        assert_eq!(got, expected, "{e:?}\n{self}");
+        e
+    }
+
     /// `changes.csv` rows as maps header -> cell.
     #[track_caller]
     pub fn changes(&self) -> Vec<BTreeMap<String, String>> {
