@@ -2,6 +2,8 @@
 //! PATCH to send, or nothing (CONTRACT §4). **No IO here**: the cache lookup happens in the
 //! pipeline and its result is passed in.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value as Json};
 
 use sha2::{Digest, Sha256};
@@ -13,9 +15,23 @@ use crate::model::{ADDRESS_PREFIX, CUSTOM_PREFIX, Change, Fields, Patch, RowDige
 /// Empty cells are absent from `row`, so they never produce a change: the contract reads an
 /// empty cell as "no change", not "clear the field".
 pub fn diff(row: &Fields, confirmed: &Fields, address_types: &[String]) -> Option<Patch> {
+    diff_against(row, confirmed, &BTreeSet::new(), address_types)
+}
+
+/// [`diff`] when some confirmed values may no longer be the API's: `unknown` are fields a
+/// request may have changed without an answer saying so (a kept record's). The row sends
+/// whatever it has for them, even a value equal to the confirmed one (a row reverted after
+/// an applied-but-unanswered request must still put the API back); `old` stays the last
+/// confirmed value.
+pub fn diff_against(
+    row: &Fields,
+    confirmed: &Fields,
+    unknown: &BTreeSet<String>,
+    address_types: &[String],
+) -> Option<Patch> {
     let changes: Vec<Change> = row
         .iter()
-        .filter(|(path, new)| confirmed.get(*path) != Some(*new))
+        .filter(|(path, new)| unknown.contains(*path) || confirmed.get(*path) != Some(*new))
         .map(|(path, new)| Change {
             field: path.clone(),
             old: confirmed.get(path).cloned(),

@@ -37,6 +37,45 @@ fn check(row: &[(&str, &str)], confirmed: &[(&str, &str)], expected: Option<serd
 }
 
 #[test]
+fn unknown_fields_are_sent_even_when_they_equal_the_confirmed_value() {
+    let confirmed = fields(&[
+        ("email", "a@b.co"),
+        ("firstname", "Ann"),
+        ("addresses.home.street", "1 Old Road"),
+        ("addresses.home.towncity", "Leeds"),
+    ]);
+    let unknown: BTreeSet<String> = ["email".into(), "addresses.home.street".into()].into();
+    let row = confirmed.clone();
+    let patch = diff_against(&row, &confirmed, &unknown, &types()).expect("a patch");
+    assert_eq!(
+        serde_json::Value::Object(patch.body),
+        json!({
+            "email": "a@b.co",
+            "addresses": [{"addresstype": "home", "street": "1 Old Road", "towncity": "Leeds"}]
+        })
+    );
+    let changed: Vec<(&str, Option<&Value>)> = patch
+        .changes
+        .iter()
+        .map(|c| (c.field.as_str(), c.old.as_ref()))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            (
+                "addresses.home.street",
+                Some(&Value::Text("1 Old Road".into()))
+            ),
+            ("email", Some(&Value::Text("a@b.co".into()))),
+        ],
+        "old is the last confirmed value"
+    );
+    // A field the row leaves empty is not sent, unknown or not.
+    let without_email = fields(&[("firstname", "Ann")]);
+    assert!(diff_against(&without_email, &confirmed, &unknown, &types()).is_none());
+}
+
+#[test]
 fn a_new_account_sends_every_non_empty_field() {
     check(
         &[

@@ -186,6 +186,14 @@ pub struct Patch {
     pub row: RowDigest,
 }
 
+impl Patch {
+    /// The fields the request carries: what the API may hold once it was sent, answered or
+    /// not.
+    pub fn fields(&self) -> std::collections::BTreeSet<String> {
+        self.changes.iter().map(|c| c.field.clone()).collect()
+    }
+}
+
 /// The account fields the API takes at top level (besides `addresses` and
 /// `customparameters`), as named in the seed page.
 pub const API_FIELDS: &[&str] = &[

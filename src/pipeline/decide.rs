@@ -9,7 +9,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::cache::{Cache, CacheError, RowIndex, hash128, index_key_of as key_of};
 use crate::config::{Config, Limits};
-use crate::diff::{diff, fingerprint};
+use crate::diff::{diff_against, fingerprint};
 use crate::map::{Layout, map_record};
 use crate::model::{Category, Fields, Patch, Position, Problem};
 use crate::read::{Export, ReadError, line_of};
@@ -51,7 +51,7 @@ pub fn delivered(job: Job, delivery: Delivery) -> Outcome {
         Delivery::Failed(problem) => Verdict::Failed {
             problem,
             fields: job.fields,
-            attempted: job.patch.changes.iter().map(|c| c.field.clone()).collect(),
+            attempted: job.patch.fields(),
         },
     };
     Outcome {
@@ -380,38 +380,18 @@ impl Decider<'_> {
             return Ok(unchanged(reference, pos));
         }
         let confirmed = self.cache.confirmed(&reference)?;
-        let known = match uncertain.is_empty() {
-            true => None,
-            false => Some(
-                confirmed
-                    .iter()
-                    .filter(|(f, _)| !uncertain.contains(*f))
-                    .map(|(f, v)| (f.clone(), v.clone()))
-                    .collect::<Fields>(),
-            ),
-        };
         Ok(
-            match diff(
-                &fields,
-                known.as_ref().unwrap_or(&confirmed),
-                self.address_types,
-            ) {
+            match diff_against(&fields, &confirmed, uncertain, self.address_types) {
                 None => unchanged(reference, pos),
-                Some(mut patch) => {
-                    // changes.csv's `old` is the last value the API confirmed, known or not.
-                    for c in patch.changes.iter_mut().filter(|c| c.old.is_none()) {
-                        c.old = confirmed.get(&c.field).cloned();
-                    }
-                    Step::Send(Job {
-                        origin,
-                        pos,
-                        reference,
-                        fields,
-                        patch,
-                        stale,
-                        raw,
-                    })
-                }
+                Some(patch) => Step::Send(Job {
+                    origin,
+                    pos,
+                    reference,
+                    fields,
+                    patch,
+                    stale,
+                    raw,
+                }),
             },
         )
     }

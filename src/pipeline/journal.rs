@@ -73,7 +73,7 @@ fn entry(job: &Job, run_id: &str) -> (String, Pending, bool) {
             field: String::new(),
             message: "sent, but the run ended before the answer was recorded".into(),
         },
-        uncertain: job.patch.changes.iter().map(|c| c.field.clone()).collect(),
+        uncertain: job.patch.fields(),
     };
     (job.reference.clone(), pending, job.stale.rejection)
 }
