@@ -145,18 +145,16 @@ struct Tx<'a> {
 
 impl Tx<'_> {
     /// Removes the account's outbox entry and takes its uncertain fields out of the
-    /// confirmed values (and the digest with them). Returns the entry and the confirmed
-    /// values as they are now.
-    fn drop_pending(
-        &self,
-    ) -> ConflictableTransactionResult<(Option<Pending>, Fields), serde_json::Error> {
+    /// confirmed values (and the digest with them). Returns the confirmed values as they are
+    /// now.
+    fn drop_pending(&self) -> ConflictableTransactionResult<Fields, serde_json::Error> {
         let mut confirmed: Fields = self
             .confirmed
             .get(self.key)?
             .and_then(|bytes| decode(self.reference, &bytes))
             .unwrap_or_default();
         let Some(old) = self.outbox.remove(self.key)? else {
-            return Ok((None, confirmed));
+            return Ok(confirmed);
         };
         let pending: Option<Pending> = decode(self.reference, &old);
         if let Some(p) = &pending
@@ -169,7 +167,7 @@ impl Tx<'_> {
             )?;
             self.digests.remove(self.key)?;
         }
-        Ok((pending, confirmed))
+        Ok(confirmed)
     }
 }
 
@@ -206,7 +204,7 @@ impl Cache {
         row: RowDigest,
     ) -> Result<(), CacheError> {
         self.write(reference, |tx| {
-            let current = tx.drop_pending()?.1;
+            let current = tx.drop_pending()?;
             let next = apply(&current, changes);
             tx.confirmed.insert(
                 tx.key,
@@ -238,31 +236,12 @@ impl Cache {
         pending: &Pending,
         drop_rejection: bool,
     ) -> Result<(), CacheError> {
-        self.write(reference, |tx| {
-            let mut next = pending.clone();
-            if let Some(old) = tx.outbox.get(tx.key)?
-                && let Some(old) = decode::<Pending>(reference, &old)
-            {
-                next.uncertain.extend(old.uncertain);
-            }
-            if !next.uncertain.is_empty() {
-                // The digest vouches for confirmed values that may no longer be the API's.
-                tx.digests.remove(tx.key)?;
-            }
-            tx.outbox.insert(
-                tx.key,
-                serde_json::to_vec(&next).map_err(ConflictableTransactionError::Abort)?,
-            )?;
-            if drop_rejection {
-                tx.rejected.remove(tx.key)?;
-            }
-            Ok(())
-        })
+        self.keep_pending_batch(&[(reference.to_owned(), pending.clone(), drop_rejection)])
     }
 
-    /// The write-ahead of a batch of jobs (`pipeline/journal.rs`): each `(reference, entry,
-    /// drop_rejection)` as [`Cache::keep_pending`] would write it, but as one atomic batch per
-    /// tree instead of a transaction per job, which cost more than the request at a fast API.
+    /// [`Cache::keep_pending`] for many records at once: the write-ahead of a batch of jobs
+    /// (`pipeline/journal.rs`) as one atomic batch per tree; a transaction per job cost more
+    /// than the request at a fast API.
     /// Safe without a transaction across the trees: the outbox batch goes first, and a crash
     /// before the digests and rejections follow leaves a digest or a rejection beside an
     /// entry with uncertain fields, which the decision never trusts over the entry.
@@ -377,9 +356,7 @@ impl Cache {
     /// For commands outside a run (`cache forget`, `cache import`): flush, then write the
     /// row index back, so a nightly run after a small edit does not start cold.
     pub fn close(&self) -> Result<(), CacheError> {
-        if let Some(t) = self.inner.trees.get() {
-            t.db.flush()?;
-        }
+        self.flush_blocking()?;
         if let Err(error) = self.write_open_records() {
             tracing::warn!(%error, "Cannot write the open records file.");
         }

@@ -131,12 +131,8 @@ pub(super) fn record_all(
                 continue;
             }
             Event::Sync(done) => {
-                if failure.is_none()
-                    && let Err(e) = recorder.sync()
-                {
-                    tracing::error!(error = %e, "Cannot put the run's records on disk; stopping the run.");
-                    cancel.cancel();
-                    failure = Some(e);
+                if failure.is_none() {
+                    failure = stop_on(recorder.sync(), "put the run's records on disk", &cancel);
                 }
                 let _ = done.send(failure.is_none());
                 continue;
@@ -146,12 +142,20 @@ pub(super) fn record_all(
             if failure.is_some() {
                 break;
             }
-            if let Err(e) = recorder.record(outcome) {
-                tracing::error!(error = %e, "Cannot record an outcome; stopping the run.");
-                cancel.cancel();
-                failure = Some(e);
-            }
+            failure = stop_on(recorder.record(outcome), "record an outcome", &cancel);
         }
     }
     (recorder, failure)
+}
+
+/// The first write error stops the run; the record thread then drains events unwritten.
+fn stop_on(
+    result: Result<(), RecordError>,
+    what: &str,
+    cancel: &CancellationToken,
+) -> Option<RecordError> {
+    let e = result.err()?;
+    tracing::error!(error = %e, "Cannot {what}; stopping the run.");
+    cancel.cancel();
+    Some(e)
 }
